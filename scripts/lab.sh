@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The lab's hosts: one podman container with systemd per host of inventories/lab (named by its ansible_host),
+# on a network of their own with an IPv6 ULA subnet.
+#   lab.sh up      remove stale lab containers, then create every host
+#   lab.sh down    remove the lab's containers and network
+#   lab.sh clean PREFIX   remove containers and networks whose names start with PREFIX
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+network=infraobs-lab-net
+prefix=infraobs-lab-
+
+clean() {
+  local names
+  names=$(podman ps -a --format '{{.Names}}' | grep "^$1" || true)
+  [[ -z $names ]] || { log "removing containers: $(echo $names)"; podman rm -f -t 2 $names >/dev/null; }
+  names=$(podman network ls --format '{{.Name}}' | grep "^$1" || true)
+  [[ -z $names ]] || { log "removing networks: $(echo $names)"; podman network rm -f $names >/dev/null; }
+}
+
+containers() {
+  "$INFRA_OBS_CACHE/venv/bin/ansible-inventory" -i "$REPO_ROOT/inventories/lab/hosts.yml" --list |
+    jq -r '._meta.hostvars | to_entries[] | .value.ansible_host'
+}
+
+up() {
+  local image
+  image=$("$REPO_ROOT/scripts/build-base-image.sh")
+  clean "$prefix"
+  podman network create --ipv6 --subnet 10.89.60.0/24 --subnet fd00:89:60::/64 "$network" >/dev/null
+  for name in $(containers); do
+    podman run -d --name "$name" --hostname "${name#"$prefix"}" --network "$network" \
+      --systemd=always --cap-add NET_ADMIN,NET_RAW "$image" /sbin/init >/dev/null
+  done
+  for name in $(containers); do
+    for _ in $(seq 50); do
+      state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
+      [[ $state == running || $state == degraded ]] && break
+      sleep 0.2
+    done
+  done
+  log "lab hosts up: $(containers | tr '\n' ' ')"
+}
+
+case ${1:-} in
+  up) up ;;
+  down) clean "$prefix" ;;
+  clean) clean "${2:?prefix}" ;;
+  *) die "usage: lab.sh up|down|clean PREFIX" ;;
+esac

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the controller needs and makes rootful podman work on this kind of machine.
+# Idempotent: installs only what is missing and rewrites containers.conf only when it differs.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+# netavark + aardvark-dns give lab networks DNS, so hosts find each other by container name.
+packages=(podman runc netavark aardvark-dns debootstrap uidmap iptables curl ca-certificates jq git make)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  log "apt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# crun cannot run here (cgroups in hybrid mode) and raising RLIMIT_NOFILE is refused: use runc, keep ulimits.
+conf=/etc/containers/containers.conf
+want=$'[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\n[network]\nnetwork_backend = "netavark"\n'
+if [[ ! -f $conf ]] || [[ "$(cat "$conf")"$'\n' != "$want" ]]; then
+  log "podman: writing $conf"
+  mkdir -p /etc/containers
+  printf '%s' "$want" >"$conf"
+fi
