@@ -15,4 +15,11 @@ if [[ ! -f $venv/.complete ]]; then
   touch "$venv/.complete"
 fi
 ln -sfn "$venv" "$INFRA_OBS_CACHE/venv"
+
+# `ansible-test sanity --venv` bootstraps pip with a script from a host out of reach: give it ours.
+pip_version=$(sed -n "s/^ *pip='\([0-9.]*\)',$/\1/p" "$venv"/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py)
+[[ -n $pip_version ]] || die "cannot find the pip version ansible-test bootstraps"
+bootstrap="$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
+mkdir -p "$(dirname "$bootstrap")"
+cmp -s "$REPO_ROOT/scripts/ansible_test_get_pip.py" "$bootstrap" || cp "$REPO_ROOT/scripts/ansible_test_get_pip.py" "$bootstrap"
 echo "$venv"

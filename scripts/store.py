@@ -7,6 +7,7 @@ Objects are readable without credentials, as roles read them from an internal mi
     python scripts/store.py up|down|status
 """
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -51,13 +52,13 @@ def start() -> None:
         return
     PIDFILE.parent.mkdir(parents=True, exist_ok=True)
     moto = pathlib.Path(sys.executable).with_name("moto_server")
-    log = open(PIDFILE.with_suffix(".log"), "ab")
-    proc = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(PORT)],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
+    with PIDFILE.with_suffix(".log").open("ab") as log:
+        proc = subprocess.Popen(
+            [str(moto), "-H", "127.0.0.1", "-p", str(PORT)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     PIDFILE.write_text(str(proc.pid))
     for _ in range(100):
         if answering():
@@ -100,10 +101,8 @@ def fill() -> int:
 def stop() -> None:
     if not PIDFILE.exists():
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(int(PIDFILE.read_text()), signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     PIDFILE.unlink()
 
 

@@ -1,0 +1,55 @@
+# infra.obs: `make demo` brings up the lab and deploys the site; `make test` runs the whole suite.
+# Everything is installed by scripts/ and cached under $(INFRA_OBS_CACHE).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+export INFRA_OBS_CACHE ?= /var/cache/infra-obs
+export INFRA_OBS_DOWNLOADS ?= $(INFRA_OBS_CACHE)/downloads
+export INFRA_OBS_STORE_PORT ?= 19000
+VENV := $(INFRA_OBS_CACHE)/venv
+export PATH := $(VENV)/bin:$(INFRA_OBS_CACHE)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+COLLECTION := collections/ansible_collections/infra/obs
+MOLECULE_SCENARIOS := observability
+
+.PHONY: setup demo test lint unit molecule store-up store-down lab-up lab-down clean
+
+setup:
+	scripts/setup-host.sh
+	scripts/setup-venv.sh >/dev/null
+	scripts/build-base-image.sh >/dev/null
+	scripts/fetch-artifacts.sh
+
+store-up: setup
+	python scripts/store.py up
+
+store-down:
+	python scripts/store.py down
+
+lab-up: store-up
+	scripts/lab.sh up
+
+lab-down:
+	scripts/lab.sh down
+
+demo: lab-up
+	ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
+	python scripts/demo_report.py
+
+lint: setup
+	ruff check .
+	ruff format --check .
+	yamllint -s .
+	ansible-lint
+	python scripts/check_argument_specs.py
+	cd $(COLLECTION) && ansible-test sanity --python 3.11 --venv --requirements -v
+
+unit: store-up
+	pytest -q tests
+
+molecule: store-up
+	scripts/lab.sh clean infraobs-mol-
+	for scenario in $(MOLECULE_SCENARIOS); do molecule test -s $$scenario; done
+
+test: lint unit molecule
+
+clean: lab-down store-down

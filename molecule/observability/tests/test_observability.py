@@ -1,0 +1,144 @@
+"""Verify the observability core through its real parts: systemd units on the hosts, the Consul catalog, and
+Prometheus's HTTP API. Some tests re-run the playbook with a changed input and check the recap and the result."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+SCENARIO = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+EPHEMERAL = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+sys.path.insert(0, str(PROJECT / "scripts"))
+
+from labinfo import active_targets, container_ip, wait_for  # noqa: E402
+
+PLACEMENT = {path.stem: yaml.safe_load(path.read_text()) for path in (SCENARIO / "host_vars").glob("*.yml")}
+DISCOVERY_TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def prometheus():
+    return f"http://{container_ip('infraobs-mol-obs-prom')}:9090"
+
+
+def node_exporter_targets(prometheus_url):
+    return {t["labels"]["node"]: t for t in active_targets(prometheus_url) if t["labels"]["job"] == "node-exporter"}
+
+
+def consul_catalog(service):
+    out = subprocess.run(
+        [
+            "podman",
+            "exec",
+            "infraobs-mol-obs-consul",
+            "curl",
+            "-sf",
+            f"http://127.0.0.1:8500/v1/catalog/service/{service}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {entry["Node"]: entry for entry in json.loads(out)}
+
+
+def run_playbook(*args):
+    """Run the converge playbook as a user would; return the per-host stats of its recap."""
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(EPHEMERAL / "ansible.cfg"),
+        ANSIBLE_ROLES_PATH=str(PROJECT / "roles"),
+        ANSIBLE_COLLECTIONS_PATH=str(PROJECT / "collections"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+    )
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(EPHEMERAL / "inventory"), str(SCENARIO / "converge.yml"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    # Other enabled callbacks (profile_tasks) may print around the JSON document.
+    start = 0 if result.stdout.startswith("{") else result.stdout.index("\n{\n") + 1
+    return json.JSONDecoder().raw_decode(result.stdout[start:])[0]["stats"]
+
+
+UNITS = {
+    "infraobs-mol-obs-consul": ["consul", "prometheus-node-exporter"],
+    "infraobs-mol-obs-prom": ["consul", "prometheus-node-exporter", "prometheus"],
+    "infraobs-mol-obs-node1": ["consul", "prometheus-node-exporter"],
+    "infraobs-mol-obs-node2": ["consul", "prometheus-node-exporter"],
+}
+
+
+def test_units_run_and_are_enabled(host):
+    for unit in UNITS[host.backend.get_hostname()]:
+        service = host.service(unit)
+        assert service.is_running, host.run(f"journalctl -u {unit} --no-pager -n 50").stdout
+        assert service.is_enabled
+
+
+def test_configs_are_private_and_hardened(host):
+    config = host.file("/etc/consul.d/consul.json")
+    assert config.mode == 0o640
+    assert config.user == "root" and config.group == "consul"
+    assert "ProtectSystem=strict" in host.file("/etc/systemd/system/consul.service").content_string
+    assert host.process.filter(comm="consul")[0].user == "consul"
+
+
+def test_every_exporter_is_discovered_with_its_placement(prometheus):
+    registered = consul_catalog("node-exporter")
+    assert set(registered) == set(PLACEMENT)
+
+    def all_up():
+        targets = node_exporter_targets(prometheus)
+        return set(targets) == set(registered) and all(t["health"] == "up" for t in targets.values()) and targets
+
+    targets = wait_for(all_up, DISCOVERY_TIMEOUT)
+    assert targets, f"not all up within {DISCOVERY_TIMEOUT}s: {node_exporter_targets(prometheus)}"
+    for node, entry in registered.items():
+        labels = targets[node]["labels"]
+        assert (labels["region"], labels["az"]) == (PLACEMENT[node]["region"], PLACEMENT[node]["az"])
+        assert (entry["ServiceMeta"]["region"], entry["ServiceMeta"]["az"]) == (labels["region"], labels["az"])
+        assert labels["team"] == "platform"
+        assert labels["instance"] == f"{entry['ServiceAddress']}:{entry['ServicePort']}"
+
+
+def test_prometheus_scrapes_itself_through_consul(prometheus):
+    def self_target():
+        return [t for t in active_targets(prometheus) if t["labels"]["job"] == "prometheus" and t["health"] == "up"]
+
+    assert wait_for(self_target, DISCOVERY_TIMEOUT)
+
+
+def test_changed_meta_reports_changed_and_takes_effect(prometheus):
+    node = "infraobs-mol-obs-node1"
+    stats = run_playbook("--limit", node, "-e", "node_exporter_team=payments")
+    assert stats[node]["changed"] > 0
+
+    def relabelled(team):
+        return lambda: node_exporter_targets(prometheus).get(node, {}).get("labels", {}).get("team") == team
+
+    assert wait_for(relabelled("payments"), DISCOVERY_TIMEOUT), node_exporter_targets(prometheus).get(node)
+
+    stats = run_playbook("--limit", node)
+    assert stats[node]["changed"] > 0
+    assert wait_for(relabelled("platform"), DISCOVERY_TIMEOUT)
+
+
+def test_deregistered_exporter_disappears_and_returns(prometheus):
+    node = "infraobs-mol-obs-node2"
+    stats = run_playbook("--limit", node, "-e", "node_exporter_consul_state=absent")
+    assert stats[node]["changed"] > 0
+    assert wait_for(lambda: node not in node_exporter_targets(prometheus), DISCOVERY_TIMEOUT)
+    assert node not in consul_catalog("node-exporter")
+
+    stats = run_playbook("--limit", node)
+    assert stats[node]["changed"] > 0
+    assert wait_for(lambda: node in node_exporter_targets(prometheus), DISCOVERY_TIMEOUT)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Fills the artefact cache with every third-party artefact the lab serves, in its upstream shape with a
+# .sha256 beside it, and puts promtool on the controller for config and rule checks. Idempotent.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+"$REPO_ROOT/scripts/fetch-deb.sh" "$(lab_var consul_deb_suite)" consul "$(lab_var consul_deb_version)"
+"$REPO_ROOT/scripts/build-prometheus.sh"
+
+# The same promtool as the servers run, for `promtool check` and `promtool test rules` on the controller.
+version=$(lab_var prometheus_version)
+bin="$INFRA_OBS_CACHE/bin"
+if [[ ! -x $bin/promtool-$version ]]; then
+  mkdir -p "$bin"
+  tar -xzf "$INFRA_OBS_CACHE/artifacts/prometheus/prometheus-$version.linux-amd64.tar.gz" -O \
+    "prometheus-$version.linux-amd64/promtool" >"$bin/promtool-$version.tmp"
+  chmod 0755 "$bin/promtool-$version.tmp"
+  mv "$bin/promtool-$version.tmp" "$bin/promtool-$version"
+fi
+ln -sfn "promtool-$version" "$bin/promtool"
+
+# The lab's consul on the controller, so tests can run `consul validate` on what the role renders.
+consul_deb="$INFRA_OBS_CACHE/artifacts/debian/consul_$(lab_var consul_deb_version)_amd64.deb"
+if [[ ! -x $bin/consul-$(lab_var consul_version) ]]; then
+  dpkg-deb --fsys-tarfile "$consul_deb" | tar -x -O ./usr/bin/consul >"$bin/consul.tmp"
+  chmod 0755 "$bin/consul.tmp"
+  mv "$bin/consul.tmp" "$bin/consul-$(lab_var consul_version)"
+fi
+ln -sfn "consul-$(lab_var consul_version)" "$bin/consul"

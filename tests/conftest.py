@@ -1,0 +1,77 @@
+"""Shared helpers: run real ansible-playbook against the controller itself, and reach the lab's artifact store."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import boto3
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+STORE = f"http://127.0.0.1:{os.environ.get('INFRA_OBS_STORE_PORT', '19000')}"
+BUCKET = "infra-obs-artifacts"
+
+
+class PlaybookRun:
+    def __init__(self, result: subprocess.CompletedProcess):
+        self.rc = result.returncode
+        self.output = result.stdout + result.stderr
+        start = 0 if result.stdout.startswith("{") else result.stdout.find("\n{\n") + 1
+        self.json = json.JSONDecoder().raw_decode(result.stdout[start:])[0] if result.stdout.strip() else {}
+
+    @property
+    def stats(self) -> dict:
+        return self.json.get("stats", {})
+
+    def failures(self) -> list[str]:
+        """The msg of every failed task result (and of each failed loop item), in order."""
+        messages = []
+        for play in self.json.get("plays", []):
+            for task in play["tasks"]:
+                for result in task["hosts"].values():
+                    if result.get("failed"):
+                        messages.append(result.get("msg", ""))
+                        messages += [item.get("msg", "") for item in result.get("results", []) if item.get("failed")]
+        return messages
+
+
+@pytest.fixture
+def playbook(tmp_path):
+    """Write a playbook (YAML text) and run it with the repository's roles; return a PlaybookRun."""
+
+    def run(text: str, *args: str, inventory: str = "localhost,") -> PlaybookRun:
+        path = tmp_path / "play.yml"
+        path.write_text(textwrap.dedent(text))
+        env = dict(
+            os.environ,
+            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+            ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+            ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
+            ANSIBLE_FACT_CACHING="memory",
+            # Every host here is this machine: run modules with the controller's own interpreter.
+            ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        )
+        result = subprocess.run(
+            ["ansible-playbook", "-i", inventory, "-c", "local", str(path), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=REPO,
+        )
+        return PlaybookRun(result)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def store():
+    """An S3 client on the lab's artifact store (started by `make unit`/`make test`)."""
+    client = boto3.client(
+        "s3", endpoint_url=STORE, region_name="us-east-1", aws_access_key_id="lab", aws_secret_access_key="lab"
+    )
+    client.head_bucket(Bucket=BUCKET)
+    return client

@@ -1,0 +1,38 @@
+"""Both shipped inventories place every host in a region and an AZ, as preflight demands, and the example uses
+only documentation addresses. Read with ansible-inventory; no host is contacted."""
+
+import ipaddress
+import json
+import pathlib
+import re
+import subprocess
+
+import pytest
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PATTERN = yaml.safe_load((REPO / "roles/preflight/defaults/main.yml").read_text())["preflight_name_pattern"]
+DOC_RANGES = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]
+
+
+def hostvars(inventory: str) -> dict:
+    out = subprocess.run(
+        ["ansible-inventory", "-i", str(REPO / inventory), "--list"], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out)["_meta"]["hostvars"]
+
+
+@pytest.mark.parametrize("inventory", ["inventories/lab/hosts.yml", "inventories/example/hosts.yml"])
+def test_every_host_has_a_region_and_az(inventory):
+    hosts = hostvars(inventory)
+    assert len(hosts) >= 5
+    for name, variables in hosts.items():
+        for key in ("region", "az"):
+            assert re.match(PATTERN, variables.get(key, "")), f"{inventory}: {name} has {key}={variables.get(key)!r}"
+        assert variables["az"].startswith(variables["region"]), f"{inventory}: {name} az outside its region"
+
+
+def test_example_uses_documentation_addresses_only():
+    for name, variables in hostvars("inventories/example/hosts.yml").items():
+        address = ipaddress.ip_address(variables["ansible_host"])
+        assert any(address in net for net in DOC_RANGES), f"{name}: {address} is not a documentation address"
