@@ -1,129 +1,137 @@
-"""The consul and prometheus roles' config templates, rendered by Ansible with the roles' defaults and checked
-by the real tools: `consul validate` (the lab's 1.8.7) and `promtool check config` (the lab's Prometheus)."""
+"""The consul and prometheus roles' own config tasks (template, `validate:`, no_log and diff settings), run by
+Ansible on this machine with the roles' defaults; validation runs the real `consul validate` (the lab's 1.8.7)
+and `promtool check config` (the lab's Prometheus)."""
 
 import json
 import pathlib
 import shutil
-import subprocess
 
 import pytest
 import yaml
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOKEN = "s3cr3t-acl-token-0f9d"
-
-RENDER = """
-- hosts: all
-  gather_facts: false
-  vars:
-    region: eu-central-1
-    az: eu-central-1a
-    ansible_facts: {{default_ipv4: {{address: 192.0.2.10}}}}
-  vars_files:
-    - {repo}/roles/{role}/defaults/main.yml
-  tasks:
-    - ansible.builtin.template:
-        src: {repo}/roles/{role}/templates/{template}
-        dest: {dest}
-        mode: "0640"
-      no_log: {no_log}
-"""
-
-
 SERVER = "[consul_servers]\nmon ansible_connection=local\n"
 AGENT = "[consul_servers]\n[agents]\nmon ansible_connection=local\n"
+PLACEMENT = {
+    "region": "eu-central-1",
+    "az": "eu-central-1a",
+    "ansible_facts": {"default_ipv4": {"address": "192.0.2.10"}},
+}
 
 
-def render(playbook, tmp_path, role, template, *extra_vars, inventory=SERVER, no_log="false"):
-    dest = tmp_path / template.removesuffix(".j2")
+def role_task(role: str, task_file: str, name: str, dest: pathlib.Path) -> dict:
+    """The named template task of a role, writing to dest instead of the host path, without owner and handlers."""
+    tasks = yaml.safe_load((REPO / "roles" / role / "tasks" / task_file).read_text())
+    task = dict(next(t for t in tasks if t["name"] == name))
+    task.pop("notify", None)
+    args = {k: v for k, v in task["ansible.builtin.template"].items() if k not in ("owner", "group")}
+    args.update(src=str(REPO / "roles" / role / "templates" / args["src"]), dest=str(dest))
+    task["ansible.builtin.template"] = args
+    return task
+
+
+def run_role_task(playbook, tmp_path, role, task_file, name, *extra_vars, inventory=SERVER):
+    dest = tmp_path / "out" / name.replace(" ", "_")
+    dest.parent.mkdir()
+    play = [
+        {
+            "hosts": "all",
+            "gather_facts": False,
+            "vars": PLACEMENT,
+            "vars_files": [str(REPO / "roles" / role / "defaults" / "main.yml")],
+            "tasks": [role_task(role, task_file, name, dest)],
+        }
+    ]
     (tmp_path / "hosts.ini").write_text(inventory)
     run = playbook(
-        RENDER.format(repo=REPO, role=role, template=template, dest=dest, no_log=no_log),
+        yaml.safe_dump(play, sort_keys=False),
         "--diff",
         *[arg for pair in extra_vars for arg in ("-e", pair)],
         inventory=str(tmp_path / "hosts.ini"),
     )
-    assert run.rc == 0, run.output
     return dest, run
 
 
-@pytest.fixture(scope="module")
-def consul():
-    path = shutil.which("consul")
-    assert path, "consul not on PATH: run scripts/fetch-artifacts.sh"
-    return path
+def consul_config(playbook, tmp_path, *extra_vars, inventory=SERVER):
+    consul = shutil.which("consul")
+    assert consul, "consul not on PATH: run scripts/fetch-artifacts.sh"
+    return run_role_task(
+        playbook,
+        tmp_path,
+        "consul",
+        "configure.yml",
+        "Write the agent config",
+        f"consul_binary_path={consul}",
+        *extra_vars,
+        inventory=inventory,
+    )
 
 
-def consul_validate(consul, path):
-    return subprocess.run([consul, "validate", "-config-format=json", str(path)], capture_output=True, text=True)
-
-
-def test_consul_server_config_is_valid_for_lab_consul(playbook, tmp_path, consul):
-    dest, _ = render(playbook, tmp_path, "consul", "consul.json.j2", "consul_mode=server")
+def test_consul_server_config_passes_consul_validate(playbook, tmp_path):
+    dest, run = consul_config(playbook, tmp_path, "consul_mode=server")
+    assert run.rc == 0, run.output
     config = json.loads(dest.read_text())
     assert config["server"] is True and config["bootstrap_expect"] == 1
     assert config["ui"] is True and "ui_config" not in config
     assert config["node_meta"] == {"region": "eu-central-1", "az": "eu-central-1a"}
-    result = consul_validate(consul, dest)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert config["bind_addr"] == "192.0.2.10"
 
 
-def test_consul_agent_config_joins_servers_and_is_valid(playbook, tmp_path, consul):
-    dest, _ = render(
-        playbook,
-        tmp_path,
-        "consul",
-        "consul.json.j2",
-        '{"consul_retry_join": ["192.0.2.1", "192.0.2.2"]}',
-        inventory=AGENT,
-    )
+def test_consul_agent_config_joins_servers_and_passes_consul_validate(playbook, tmp_path):
+    dest, run = consul_config(playbook, tmp_path, '{"consul_retry_join": ["192.0.2.1", "192.0.2.2"]}', inventory=AGENT)
+    assert run.rc == 0, run.output
     config = json.loads(dest.read_text())
     assert config["server"] is False and "bootstrap_expect" not in config
     assert config["retry_join"] == ["192.0.2.1", "192.0.2.2"]
     assert config["leave_on_terminate"] is True
-    result = consul_validate(consul, dest)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_consul_config_for_current_releases_uses_ui_config(playbook, tmp_path, consul):
-    dest, _ = render(
-        playbook,
-        tmp_path,
-        "consul",
-        "consul.json.j2",
-        "consul_version=1.21.4",
-        "consul_mode=server",
-    )
-    config = json.loads(dest.read_text())
-    assert config["ui_config"] == {"enabled": True} and "ui" not in config
-    # 1.8.7 does not know ui_config: the version switch is what keeps each release's config valid.
-    assert consul_validate(consul, dest).returncode != 0
+def test_consul_config_for_current_releases_uses_ui_config(playbook, tmp_path):
+    # Rendered for 1.21, the config is refused by the lab's 1.8.7 (which lacks ui_config) and nothing is written:
+    # proof both that the version switch works and that `validate:` guards the live file.
+    dest, run = consul_config(playbook, tmp_path, "consul_version=1.21.4", "consul_mode=server")
+    assert run.rc != 0
+    assert "invalid config key ui_config" in run.output
+    assert not dest.exists()
 
 
-def test_consul_token_stays_out_of_output(playbook, tmp_path):
-    dest, run = render(
-        playbook,
-        tmp_path,
-        "consul",
-        "consul.json.j2",
-        f"consul_acl_token={TOKEN}",
-        no_log="true",
-    )
+def test_consul_token_stays_out_of_logs_and_diffs(playbook, tmp_path):
+    dest, run = consul_config(playbook, tmp_path, f"consul_acl_token={TOKEN}", "consul_mode=server")
+    assert run.rc == 0, run.output
     assert json.loads(dest.read_text())["acl"]["tokens"]["agent"] == TOKEN
     assert TOKEN not in run.output
 
 
-def test_prometheus_config_passes_promtool_and_maps_consul_meta(playbook, tmp_path):
-    dest, _ = render(
-        playbook, tmp_path, "prometheus", "prometheus.yml.j2", f'{{"prometheus_config_dir": "{tmp_path}"}}'
-    )
+def test_consul_diff_is_shown_without_secrets(playbook, tmp_path):
+    _, run = consul_config(playbook, tmp_path, "consul_mode=server")
+    (result,) = run.json["plays"][0]["tasks"][0]["hosts"].values()
+    assert '"bootstrap_expect": 1' in result["diff"][0]["after"]
+
+
+@pytest.fixture
+def rules_dir(tmp_path):
     (tmp_path / "rules").mkdir()
     shutil.copy(REPO / "roles/prometheus/files/rules/infra_obs_core.rules.yml", tmp_path / "rules")
-    result = subprocess.run(["promtool", "check", "config", str(dest)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    return tmp_path
 
+
+def test_prometheus_config_passes_promtool_and_maps_consul_meta(playbook, rules_dir):
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not on PATH: run scripts/fetch-artifacts.sh"
+    dest, run = run_role_task(
+        playbook,
+        rules_dir,
+        "prometheus",
+        "configure.yml",
+        "Write prometheus.yml",
+        f"prometheus_binary_dir={pathlib.Path(promtool).parent}",
+        f"prometheus_config_dir={rules_dir}",
+    )
+    assert run.rc == 0, run.output
     config = yaml.safe_load(dest.read_text())
     assert config["global"]["external_labels"] == {"region": "eu-central-1", "az": "eu-central-1a"}
+    assert config["rule_files"] == [f"{rules_dir}/rules/*.yml"]
     (job,) = config["scrape_configs"]
     assert job["consul_sd_configs"] == [{"server": "127.0.0.1:8500", "scheme": "http", "tags": ["metrics"]}]
     mapped = {r["target_label"]: r["source_labels"][0] for r in job["relabel_configs"]}
@@ -131,3 +139,22 @@ def test_prometheus_config_passes_promtool_and_maps_consul_meta(playbook, tmp_pa
     assert mapped["az"] == "__meta_consul_service_metadata_az"
     assert mapped["team"] == "__meta_consul_service_metadata_team"
     assert mapped["job"] == "__meta_consul_service"
+
+
+def test_prometheus_config_with_a_broken_rule_file_is_refused(playbook, rules_dir):
+    (rules_dir / "rules" / "broken.yml").write_text(
+        "groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: up ==\n"
+    )
+    promtool = shutil.which("promtool")
+    dest, run = run_role_task(
+        playbook,
+        rules_dir,
+        "prometheus",
+        "configure.yml",
+        "Write prometheus.yml",
+        f"prometheus_binary_dir={pathlib.Path(promtool).parent}",
+        f"prometheus_config_dir={rules_dir}",
+    )
+    assert run.rc != 0
+    assert "broken.yml" in run.output
+    assert not dest.exists()
