@@ -41,7 +41,8 @@ lint: setup
 	yamllint -s .
 	ansible-lint
 	python scripts/check_argument_specs.py
-	cd $(COLLECTION) && ansible-test sanity --python 3.11 --venv --requirements -v
+	ansible-galaxy collection build --force --output-path $(INFRA_OBS_CACHE)/build $(COLLECTION)
+	cd $(COLLECTION) && ansible-test sanity --python 3.11 --venv --requirements
 
 unit: store-up
 	pytest -q tests
