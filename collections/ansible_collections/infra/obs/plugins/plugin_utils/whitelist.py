@@ -1,0 +1,461 @@
+"""Nginx IP whitelists as data: load and validate the users' YAML, resolve groups, compile geo maps, describe the
+effective access (for diffs) and explain what one address reaches.
+
+Runs on the controller (action plugin and tests), so every error names the file, the key path, the value and why.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+UPSTREAM = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
+ALLOWED_KEYS = {
+    "": {"settings", "groups", "backends", "rules"},
+    "settings": {"broad_prefix_v4", "broad_prefix_v6"},
+    "group": {"cidrs", "include", "allow_host_bits", "description"},
+    "backend": {"protocol", "listen", "upstreams", "description"},
+    "rule": {"backend", "groups", "paths", "allow_broad", "description"},
+}
+DEFAULT_SETTINGS = {"broad_prefix_v4": 8, "broad_prefix_v6": 32}
+ALL_PATHS = "/"
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    key: str
+    value: object
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.value!r}: {self.why}"
+
+
+class WhitelistError(ValueError):
+    """Raised with every problem found; nothing is compiled when there is one."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass
+class Group:
+    name: str
+    file: str
+    networks: list[tuple[Network, str]]  # (network, key path) as written
+    includes: list[str]
+
+
+@dataclass
+class Backend:
+    name: str
+    file: str
+    protocol: str
+    listen: int
+    upstreams: list[str]
+
+
+@dataclass
+class Rule:
+    key: str
+    file: str
+    backend: str
+    groups: list[str]
+    paths: list[str]
+    allow_broad: bool
+
+
+@dataclass
+class Whitelist:
+    groups: dict[str, Group]
+    backends: dict[str, Backend]
+    rules: list[Rule]
+    warnings: list[Problem] = field(default_factory=list)
+
+    def members(self, group: str) -> dict[Network, str]:
+        """Every network of a group, its includes resolved: network -> the group that lists it."""
+        found: dict[Network, str] = {}
+        for name in self._closure(group):
+            for network, _key in self.groups[name].networks:
+                found.setdefault(network, name)
+        return found
+
+    def _closure(self, group: str) -> list[str]:
+        order, stack = [], [group]
+        while stack:
+            name = stack.pop()
+            if name not in order:
+                order.append(name)
+                stack.extend(reversed(self.groups[name].includes))
+        return order
+
+    def access(self) -> dict[str, dict[str, dict[str, list[str]]]]:
+        """Effective access, the unit of diffs: backend -> path -> group -> CIDRs (sorted, as strings)."""
+        result: dict[str, dict[str, dict[str, set[str]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(set)))
+        for rule in self.rules:
+            for path in rule.paths or [ALL_PATHS]:
+                for group in rule.groups:
+                    result[rule.backend][path][group].update(str(n) for n in self.members(group))
+        return {
+            backend: {
+                path: {group: sorted(cidrs, key=_network_order) for group, cidrs in groups.items()}
+                for path, groups in paths.items()
+            }
+            for backend, paths in result.items()
+        }
+
+    def allowed_networks(self, backend: str, path: str) -> list[Network]:
+        """The minimal set of networks allowed to (backend, path), for the geo map."""
+        networks = [ipaddress.ip_network(c) for cidrs in self.access()[backend][path].values() for c in cidrs]
+        collapsed: list[Network] = []
+        for version in (4, 6):
+            collapsed += ipaddress.collapse_addresses(n for n in networks if n.version == version)
+        return collapsed
+
+    def explain(self, address: str) -> list[dict]:
+        """Which backends (and paths) an address reaches, through which group, network and rule."""
+        ip = ipaddress.ip_address(address)
+        reasons = []
+        for rule in self.rules:
+            for group in rule.groups:
+                for network, source in self.members(group).items():
+                    if ip in network:
+                        for path in rule.paths or [ALL_PATHS]:
+                            reasons.append(
+                                {
+                                    "backend": rule.backend,
+                                    "path": path,
+                                    "group": group,
+                                    "via_group": source,
+                                    "network": str(network),
+                                    "rule": rule.key,
+                                }
+                            )
+        return reasons
+
+
+def _network_order(cidr: str):
+    network = ipaddress.ip_network(cidr)
+    return (network.version, network.network_address, network.prefixlen)
+
+
+def access_diff(before: dict, after: dict) -> list[dict]:
+    """The change in effective access: each (backend, path, group) that gains or loses CIDRs."""
+    changes = []
+    keys = {(b, p, g) for side in (before, after) for b, paths in side.items() for p, gs in paths.items() for g in gs}
+    for backend, path, group in sorted(keys):
+        old = set(before.get(backend, {}).get(path, {}).get(group, []))
+        new = set(after.get(backend, {}).get(path, {}).get(group, []))
+        if old != new:
+            changes.append(
+                {
+                    "backend": backend,
+                    "path": path,
+                    "group": group,
+                    "gains": sorted(new - old, key=_network_order),
+                    "loses": sorted(old - new, key=_network_order),
+                }
+            )
+    return changes
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.settings = dict(DEFAULT_SETTINGS)
+        self.groups: dict[str, Group] = {}
+        self.backends: dict[str, Backend] = {}
+        self.rules: list[Rule] = []
+
+    def fail(self, file: str, key: str, value: object, why: str) -> None:
+        self.problems.append(Problem(file, key, value, why))
+
+    def keys_known(self, file: str, key: str, value: dict, kind: str) -> None:
+        for unknown in sorted(set(value) - ALLOWED_KEYS[kind], key=str):
+            where = f"{key}.{unknown}" if key else str(unknown)
+            self.fail(file, where, value[unknown], f"unknown key; expected one of {sorted(ALLOWED_KEYS[kind])}")
+
+    def mapping(self, file: str, key: str, value: object) -> dict:
+        if not isinstance(value, dict):
+            self.fail(file, key or "(top level)", value, "must be a mapping")
+            return {}
+        return value
+
+    def string_list(self, file: str, key: str, value: object) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(file, key, value, "must be a list of strings")
+            return []
+        return value
+
+    def name(self, file: str, key: str, name: object, seen: dict, kind: str) -> bool:
+        if not isinstance(name, str) or not NAME.match(name):
+            self.fail(
+                file, key, name, f"{kind} names are lowercase letters, digits, '-' and '_', starting with a letter"
+            )
+            return False
+        if name in seen:
+            self.fail(file, key, name, f"duplicate {kind} name; also defined in {seen[name].file}")
+            return False
+        return True
+
+    def document(self, file: str, data: object) -> None:
+        data = self.mapping(file, "", data)
+        self.keys_known(file, "", data, "")
+        settings = self.mapping(file, "settings", data.get("settings", {}))
+        self.keys_known(file, "settings", settings, "settings")
+        for key, value in settings.items():
+            if key in DEFAULT_SETTINGS:
+                limit = 32 if key.endswith("v4") else 128
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+                    self.fail(file, f"settings.{key}", value, f"must be a prefix length from 0 to {limit}")
+                else:
+                    self.settings[key] = value
+        for name, group in self.mapping(file, "groups", data.get("groups", {})).items():
+            self.group(file, name, group)
+        for name, backend in self.mapping(file, "backends", data.get("backends", {})).items():
+            self.backend(file, name, backend)
+        rules = data.get("rules", [])
+        if not isinstance(rules, list):
+            self.fail(file, "rules", rules, "must be a list of rules")
+            rules = []
+        for index, rule in enumerate(rules):
+            self.rule(file, f"rules[{index}]", rule)
+
+    def group(self, file: str, name: object, spec: object) -> None:
+        key = f"groups.{name}"
+        if not self.name(file, key, name, self.groups, "group"):
+            return
+        spec = self.mapping(file, key, spec)
+        self.keys_known(file, key, spec, "group")
+        allow_host_bits = spec.get("allow_host_bits", False)
+        if not isinstance(allow_host_bits, bool):
+            self.fail(file, f"{key}.allow_host_bits", allow_host_bits, "must be true or false")
+        networks = []
+        for index, cidr in enumerate(self.string_list(file, f"{key}.cidrs", spec.get("cidrs", []))):
+            where = f"{key}.cidrs[{index}]"
+            try:
+                networks.append((ipaddress.ip_network(cidr, strict=allow_host_bits is not True), where))
+            except ValueError as error:
+                if "has host bits set" in str(error):
+                    fixed = ipaddress.ip_network(cidr, strict=False)
+                    self.fail(
+                        file,
+                        where,
+                        cidr,
+                        f"host bits set (the network is {fixed}); set allow_host_bits: true on the group to accept it",
+                    )
+                else:
+                    self.fail(file, where, cidr, "not an IPv4 or IPv6 address or CIDR")
+        includes = self.string_list(file, f"{key}.include", spec.get("include", []))
+        if not networks and not includes:
+            self.fail(file, key, spec, "a group needs cidrs or include")
+        self.groups[name] = Group(name, file, networks, includes)
+
+    def backend(self, file: str, name: object, spec: object) -> None:
+        key = f"backends.{name}"
+        if not self.name(file, key, name, self.backends, "backend"):
+            return
+        spec = self.mapping(file, key, spec)
+        self.keys_known(file, key, spec, "backend")
+        protocol = spec.get("protocol", "http")
+        if protocol not in ("http", "stream"):
+            self.fail(file, f"{key}.protocol", protocol, "must be http or stream")
+        listen = spec.get("listen")
+        if isinstance(listen, bool) or not isinstance(listen, int) or not 1 <= listen <= 65535:
+            self.fail(file, f"{key}.listen", listen, "must be a port number from 1 to 65535")
+        else:
+            for other in self.backends.values():
+                if other.listen == listen:
+                    self.fail(
+                        file, f"{key}.listen", listen, f"port already used by backend {other.name} ({other.file})"
+                    )
+        upstreams = self.string_list(file, f"{key}.upstreams", spec.get("upstreams"))
+        if not upstreams:
+            self.fail(
+                file, f"{key}.upstreams", spec.get("upstreams"), "a backend needs at least one upstream host:port"
+            )
+        for index, upstream in enumerate(upstreams):
+            match = UPSTREAM.match(upstream)
+            if not match or not 1 <= int(match.group(2)) <= 65535:
+                self.fail(file, f"{key}.upstreams[{index}]", upstream, "must be host:port (IPv6 as [addr]:port)")
+        self.backends[name] = Backend(name, file, protocol, listen, upstreams)
+
+    def rule(self, file: str, key: str, spec: object) -> None:
+        spec = self.mapping(file, key, spec)
+        self.keys_known(file, key, spec, "rule")
+        allow_broad = spec.get("allow_broad", False)
+        if not isinstance(allow_broad, bool):
+            self.fail(file, f"{key}.allow_broad", allow_broad, "must be true or false")
+        groups = self.string_list(file, f"{key}.groups", spec.get("groups"))
+        if not groups:
+            self.fail(file, f"{key}.groups", spec.get("groups"), "a rule needs at least one group")
+        paths = self.string_list(file, f"{key}.paths", spec.get("paths", []))
+        for index, path in enumerate(paths):
+            if not path.startswith("/") or any(c in path for c in " ;{}\"'\\"):
+                self.fail(file, f"{key}.paths[{index}]", path, "must be a URL path starting with '/'")
+        backend = spec.get("backend")
+        if not isinstance(backend, str):
+            self.fail(file, f"{key}.backend", backend, "must name a backend")
+            backend = ""
+        self.rules.append(Rule(key, file, backend, groups, paths, allow_broad is True))
+
+    def cross_checks(self) -> None:
+        for group in self.groups.values():
+            for index, include in enumerate(group.includes):
+                if include not in self.groups:
+                    self.fail(group.file, f"groups.{group.name}.include[{index}]", include, "unknown group")
+        self.find_cycles()
+        for rule in self.rules:
+            backend = self.backends.get(rule.backend)
+            if rule.backend and backend is None:
+                self.fail(rule.file, f"{rule.key}.backend", rule.backend, "unknown backend")
+            if backend and rule.paths and backend.protocol != "http":
+                self.fail(
+                    rule.file, f"{rule.key}.paths", rule.paths, f"backend {backend.name} is stream: paths are http only"
+                )
+            for index, group in enumerate(rule.groups):
+                if group not in self.groups:
+                    self.fail(rule.file, f"{rule.key}.groups[{index}]", group, "unknown group")
+        ruled = {rule.backend for rule in self.rules}
+        for backend in self.backends.values():
+            if backend.name not in ruled:
+                self.fail(
+                    backend.file,
+                    f"backends.{backend.name}",
+                    backend.name,
+                    "no rule lets anyone reach this backend; add a rule or remove the backend",
+                )
+
+    def find_cycles(self) -> None:
+        state: dict[str, str] = {}
+
+        def visit(name: str, path: list[str]) -> None:
+            state[name] = "open"
+            for include in self.groups[name].includes:
+                if include not in self.groups:
+                    continue
+                if state.get(include) == "open":
+                    cycle = [*path[path.index(include) :], include] if include in path else [name, include]
+                    group = self.groups[name]
+                    self.fail(group.file, f"groups.{name}.include", include, "cycle: " + " -> ".join(cycle))
+                elif include not in state:
+                    visit(include, [*path, include])
+            state[name] = "done"
+
+        for name in self.groups:
+            if name not in state:
+                visit(name, [name])
+
+    def broad_and_redundant(self, whitelist: Whitelist) -> None:
+        for rule in self.rules:
+            for group in rule.groups:
+                for network, source in whitelist.members(group).items():
+                    limit = self.settings["broad_prefix_v4" if network.version == 4 else "broad_prefix_v6"]
+                    if (network.prefixlen < limit or network.prefixlen == 0) and not rule.allow_broad:
+                        where = next(k for n, k in self.groups[source].networks if n == network)
+                        self.fail(
+                            self.groups[source].file,
+                            where,
+                            str(network),
+                            f"broader than /{limit} and reaches backend {rule.backend} through {rule.key}; "
+                            "set allow_broad: true on that rule if this is meant",
+                        )
+        for group in self.groups.values():
+            # Sorted by address then prefix, a covering network comes before everything it covers.
+            cover: tuple[Network, str] | None = None
+            for network, key in sorted(group.networks, key=lambda item: _network_order(str(item[0]))):
+                if cover and network.version == cover[0].version and network.subnet_of(cover[0]):
+                    why = "duplicate of" if network == cover[0] else "already covered by"
+                    self.warnings.append(Problem(group.file, key, str(network), f"{why} {cover[0]} ({cover[1]})"))
+                else:
+                    cover = (network, key)
+
+
+def load(documents: list[tuple[str, object]]) -> Whitelist:
+    """Validate and resolve parsed YAML documents, given as (file name, data). Raises WhitelistError."""
+    loader = _Loader()
+    for file, data in documents:
+        loader.document(file, data)
+    loader.cross_checks()
+    if loader.problems:
+        raise WhitelistError(loader.problems)
+    whitelist = Whitelist(loader.groups, loader.backends, loader.rules)
+    loader.broad_and_redundant(whitelist)
+    if loader.problems:
+        raise WhitelistError(loader.problems)
+    whitelist.warnings = loader.warnings
+    return whitelist
+
+
+DENY_UPSTREAM = "infra_obs_whitelist_deny"
+
+
+def _variable(backend: str, index: int) -> str:
+    return f"$infra_obs_wl_{backend.replace('-', '_')}_{index}"
+
+
+def _geo(variable: str, source: str, networks: list[Network], allowed: str, denied: str) -> list[str]:
+    lines = [f"geo {source} {variable} {{", f"    default {denied};"]
+    lines += [f"    {network} {allowed};" for network in networks]
+    return [*lines, "}"]
+
+
+def _upstream(backend: Backend) -> list[str]:
+    return [f"upstream infra_obs_{backend.name} {{", *(f"    server {u};" for u in backend.upstreams), "}"]
+
+
+def compile_nginx(whitelist: Whitelist, address_variable: str = "$remote_addr") -> dict[str, str]:
+    """nginx config for the http and stream contexts (file name -> text), default deny.
+
+    Lookups are geo maps (a radix tree: most specific network wins, fast for very large lists). Denied http
+    requests get 403 in the rewrite phase, before any content handler; denied stream connections go to an upstream
+    whose only server is down, so nginx closes them at once.
+    """
+    access = whitelist.access()
+    http = ["# Generated by infra.obs nginx_whitelist: do not edit; change the whitelist data instead."]
+    stream = list(http)
+    for backend in sorted(whitelist.backends.values(), key=lambda b: b.name):
+        paths = sorted(access[backend.name])
+        if backend.protocol == "http":
+            http += _upstream(backend)
+            locations = []
+            for index, path in enumerate(paths):
+                variable = _variable(backend.name, index)
+                http += _geo(variable, address_variable, whitelist.allowed_networks(backend.name, path), "1", "0")
+                locations += [
+                    f"    location {path} {{",
+                    f"        if ({variable} = 0) {{ return 403; }}",
+                    f"        proxy_pass http://infra_obs_{backend.name};",
+                    "    }",
+                ]
+            if ALL_PATHS not in paths:
+                locations += [f"    location {ALL_PATHS} {{", "        return 403;", "    }"]
+            http += ["server {", f"    listen {backend.listen};", f"    listen [::]:{backend.listen};", *locations, "}"]
+        else:
+            variable = _variable(backend.name, 0)
+            stream += _upstream(backend)
+            stream += _geo(
+                variable,
+                address_variable,
+                whitelist.allowed_networks(backend.name, ALL_PATHS),
+                f"infra_obs_{backend.name}",
+                DENY_UPSTREAM,
+            )
+            stream += [
+                "server {",
+                f"    listen {backend.listen};",
+                f"    listen [::]:{backend.listen};",
+                f"    proxy_pass {variable};",
+                "}",
+            ]
+    if any(b.protocol == "stream" for b in whitelist.backends.values()):
+        stream += [f"upstream {DENY_UPSTREAM} {{", "    server 127.0.0.1:9 down;", "}"]
+    return {"http.conf": "\n".join(http) + "\n", "stream.conf": "\n".join(stream) + "\n"}

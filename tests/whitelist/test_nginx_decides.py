@@ -1,0 +1,153 @@
+"""Property test: real nginx running the compiled geo config decides every request exactly as a reference
+evaluation with Python's ipaddress does, for random groups (with includes), rules and addresses.
+
+nginx runs on loopback with the compiled http config; the geo maps read the address from the X-Test-IP header
+(compile_nginx's address_variable), so any IPv4 or IPv6 source can be tried from 127.0.0.1.
+"""
+
+import ipaddress
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import compile_nginx, load
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Nginx:
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.port = free_port()
+        self.origin = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def run(self, http_conf: str) -> None:
+        (self.prefix / "http.conf").write_text(http_conf)
+        (self.prefix / "nginx.conf").write_text(
+            f"""
+            worker_processes 1;
+            pid {self.prefix}/nginx.pid;
+            error_log {self.prefix}/error.log;
+            events {{}}
+            http {{
+                access_log off;
+                client_body_temp_path {self.prefix}/tmp;
+                proxy_temp_path {self.prefix}/tmp;
+                include {self.prefix}/http.conf;
+                server {{ listen 127.0.0.1:{self.origin}; return 200 "origin"; }}
+            }}
+            """
+        )
+        (self.prefix / "tmp").mkdir(exist_ok=True)
+        conf = str(self.prefix / "nginx.conf")
+        subprocess.run([NGINX, "-t", "-q", "-p", str(self.prefix), "-c", conf], check=True)
+        self.stop()
+        self.process = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", conf, "-g", "daemon off;"])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.01)
+        raise AssertionError((self.prefix / "error.log").read_text())
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def status(self, address: str, path: str = "/") -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers={"X-Test-IP": address})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory):
+    server = Nginx(tmp_path_factory.mktemp("nginx"))
+    yield server
+    server.stop()
+
+
+ipv4_networks = st.builds(
+    lambda address, prefix: ipaddress.ip_network(f"{ipaddress.IPv4Address(address)}/{prefix}", strict=False),
+    st.integers(0, 2**32 - 1),
+    st.integers(9, 32),
+)
+ipv6_networks = st.builds(
+    lambda address, prefix: ipaddress.ip_network(f"{ipaddress.IPv6Address(address)}/{prefix}", strict=False),
+    st.integers(0, 2**128 - 1),
+    st.integers(33, 128),
+)
+
+
+@st.composite
+def whitelists(draw):
+    """Groups g0..gN (each may include earlier ones, so no cycles), one http backend, one rule."""
+    count = draw(st.integers(1, 4))
+    groups = {}
+    for index in range(count):
+        networks = draw(st.lists(st.one_of(ipv4_networks, ipv6_networks), min_size=1, max_size=5))
+        includes = draw(st.lists(st.sampled_from([f"g{i}" for i in range(index)]), unique=True)) if index else []
+        groups[f"g{index}"] = {"cidrs": [str(n) for n in networks], "include": includes}
+    chosen = draw(st.lists(st.sampled_from(sorted(groups)), min_size=1, unique=True))
+    return groups, chosen
+
+
+def addresses_for(networks, draw):
+    """Addresses inside the allowed networks (first, last, random) and random ones outside."""
+    picks = []
+    for network in networks:
+        picks += [
+            network.network_address,
+            network.broadcast_address,
+            network.network_address + draw(st.integers(0, network.num_addresses - 1)),
+        ]
+    picks += draw(
+        st.lists(
+            st.one_of(
+                st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address),
+                st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address),
+            ),
+            min_size=3,
+            max_size=6,
+        )
+    )
+    return picks
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_nginx_decision_matches_reference(nginx, data):
+    groups, chosen = data.draw(whitelists())
+    document = {
+        "groups": groups,
+        "backends": {"app": {"protocol": "http", "listen": nginx.port, "upstreams": [f"127.0.0.1:{nginx.origin}"]}},
+        "rules": [{"backend": "app", "groups": chosen}],
+    }
+    whitelist = load([("property.yml", document)])
+    conf = compile_nginx(whitelist, address_variable="$http_x_test_ip")["http.conf"]
+    nginx.run(conf.replace(f"listen [::]:{nginx.port};", ""))
+
+    allowed = [ipaddress.ip_network(c) for cidrs in whitelist.access()["app"]["/"].values() for c in cidrs]
+    for address in addresses_for(allowed, data.draw):
+        expected = 200 if any(address in network for network in allowed) else 403
+        assert nginx.status(str(address)) == expected, (str(address), chosen, groups)
