@@ -1,3 +1,5 @@
+# Copyright: infra.obs maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Nginx IP whitelists as data: load and validate the users' YAML, resolve groups, compile geo maps, describe the
 effective access (for diffs) and explain what one address reaches.
 

@@ -1,0 +1,144 @@
+# Copyright: infra.obs maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin for infra.obs.nginx_whitelist: the users' files are read, validated and compiled on the
+controller (so errors can name them); the compiled files are copied to the host with ansible's copy action."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+
+import yaml
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import (
+    WhitelistError,
+    access_diff,
+    compile_nginx,
+    load,
+)
+
+ACCESS_FILE = "access.json"
+
+
+def read_documents(src: str) -> list[tuple[str, object]]:
+    """Parsed YAML of src (a file, or every *.yml/*.yaml in a directory, in name order) with each file's path."""
+    if os.path.isdir(src):
+        files = sorted(os.path.join(src, n) for n in os.listdir(src) if n.endswith((".yml", ".yaml")))
+        if not files:
+            raise AnsibleActionFail(f"{src}: no .yml or .yaml files in this directory")
+    elif os.path.isfile(src):
+        files = [src]
+    else:
+        raise AnsibleActionFail(f"{src}: no such file or directory")
+    documents = []
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                documents.append((path, yaml.safe_load(handle) or {}))
+        except yaml.YAMLError as error:
+            raise AnsibleActionFail(f"{path}: not valid YAML: {error}") from error
+    return documents
+
+
+def access_lines(access: dict) -> str:
+    """One line per (backend, path, group, CIDR): a unified diff of two of these reads as who gains or loses what."""
+    lines = [
+        f"{backend} {path} {group} {cidr}"
+        for backend, paths in sorted(access.items())
+        for path, groups in sorted(paths.items())
+        for group, cidrs in sorted(groups.items())
+        for cidr in cidrs
+    ]
+    return "".join(line + "\n" for line in lines)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = True
+    _VALID_ARGS = frozenset(("src", "dest", "address_variable", "explain", "mode"))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars or {})
+        del tmp
+        args = self._task.args
+        src = args.get("src")
+        if not src:
+            raise AnsibleActionFail("src is required: the whitelist file or directory on the controller")
+        src = self._find_needle("files", src) if not os.path.isabs(src) and not os.path.exists(src) else src
+
+        try:
+            whitelist = load(read_documents(src))
+        except WhitelistError as error:
+            return {
+                "failed": True,
+                "msg": f"whitelist {src} is invalid:\n{error}",
+                "problems": [vars(p) | {"value": repr(p.value)} for p in error.problems],
+            }
+
+        access = whitelist.access()
+        result.update(
+            changed=False,
+            access=access,
+            warnings=[str(w) for w in whitelist.warnings],
+        )
+        if args.get("explain"):
+            try:
+                result["explain"] = whitelist.explain(args["explain"])
+            except ValueError as error:
+                return {"failed": True, "msg": f"explain: {args['explain']!r} is not an IP address ({error})"}
+
+        dest = args.get("dest")
+        if not dest:
+            return result
+
+        before = self._deployed_access(dest, task_vars)
+        result["access_changes"] = access_diff(before, access)
+        if self._task.diff and result["access_changes"]:
+            result["diff"] = [
+                {
+                    "before_header": f"{dest} (effective access)",
+                    "before": access_lines(before),
+                    "after_header": f"{src} (effective access)",
+                    "after": access_lines(access),
+                }
+            ]
+
+        files = compile_nginx(whitelist, args.get("address_variable", "$remote_addr"))
+        files[ACCESS_FILE] = json.dumps(access, indent=2, sort_keys=True) + "\n"
+        result["files"] = sorted(files)
+        for name, content in sorted(files.items()):
+            copied = self._copy(content, os.path.join(dest, name), args.get("mode", "0644"), task_vars)
+            if copied.get("failed"):
+                return copied | {"msg": f"writing {os.path.join(dest, name)}: {copied.get('msg')}"}
+            result["changed"] = result["changed"] or copied.get("changed", False)
+        return result
+
+    def _deployed_access(self, dest: str, task_vars: dict) -> dict:
+        slurped = self._execute_module(
+            module_name="ansible.legacy.slurp",
+            module_args={"src": os.path.join(dest, ACCESS_FILE)},
+            task_vars=task_vars,
+        )
+        if slurped.get("failed"):
+            return {}
+        return json.loads(base64.b64decode(slurped["content"]))
+
+    def _copy(self, content: str, dest: str, mode: str, task_vars: dict) -> dict:
+        with tempfile.TemporaryDirectory() as local:
+            path = os.path.join(local, os.path.basename(dest))
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(content)
+            task = self._task.copy()
+            task.args = {"src": path, "dest": dest, "mode": mode}
+            copy = self._shared_loader_obj.action_loader.get(
+                "ansible.legacy.copy",
+                task=task,
+                connection=self._connection,
+                play_context=self._play_context,
+                loader=self._loader,
+                templar=self._templar,
+                shared_loader_obj=self._shared_loader_obj,
+            )
+            return copy.run(task_vars=task_vars)

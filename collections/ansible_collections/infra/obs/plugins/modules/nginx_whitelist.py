@@ -1,0 +1,98 @@
+#!/usr/bin/python
+# Copyright: infra.obs maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# The work is done by the action plugin of the same name, on the controller; this file carries the documentation.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nginx_whitelist
+short_description: Validate and compile nginx IP whitelists kept as data
+description:
+  - Reads the whitelist YAML (one file, or every C(.yml)/C(.yaml) file of a directory) on the controller, validates it
+    and compiles it into nginx C(geo) maps with default deny, for the http and stream contexts.
+  - Every error names the file, the key path, the value and why; nothing is written when there is any error.
+  - Ranges broader than C(settings.broad_prefix_v4) (default /8) or C(settings.broad_prefix_v6) (default /32), and
+    always C(0.0.0.0/0) and C(::/0), are refused unless the rule that uses them sets C(allow_broad) to true.
+    Redundant and duplicate entries are returned as RV(warnings).
+  - With O(dest), writes C(http.conf), C(stream.conf) and C(access.json) (the effective access) to that directory on
+    the host. The diff is the change in effective access, one line per backend, path, group and CIDR.
+version_added: 0.1.0
+author: infra.obs maintainers (@infra-obs)
+options:
+  src:
+    description: Whitelist file or directory on the controller.
+    type: path
+    required: true
+  dest:
+    description: Directory on the host for the compiled files. Without it the module only validates (and explains).
+    type: path
+  address_variable:
+    description: nginx variable the geo maps read the client address from.
+    type: str
+    default: $remote_addr
+  explain:
+    description: An IP address; the result's RV(explain) lists which backends and paths it reaches, through which group,
+      network and rule.
+    type: str
+  mode:
+    description: Mode of the files written to O(dest).
+    type: raw
+    default: "0644"
+attributes:
+  check_mode:
+    description: Validates, compiles and reports what would change without writing.
+    support: full
+  diff_mode:
+    description: Shows the change in effective access, one line per backend, path, group and CIDR.
+    support: full
+  action:
+    description: Runs on the controller as an action plugin, so it reads the users' files there.
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Compile the whitelists into the proxy's staging directory
+  infra.obs.nginx_whitelist:
+    src: whitelists/
+    dest: /etc/nginx/infra-obs/staging
+
+- name: Which backends does this address reach?
+  infra.obs.nginx_whitelist:
+    src: whitelists/
+    explain: 192.0.2.10
+  register: why
+"""
+
+RETURN = r"""
+access:
+  description: Effective access, backend -> path -> group -> CIDRs.
+  returned: success
+  type: dict
+access_changes:
+  description: Each backend, path and group that gains or loses CIDRs compared to what O(dest) holds.
+  returned: when O(dest) is set
+  type: list
+  elements: dict
+warnings:
+  description: Redundant or duplicate entries, each naming file, key and the entry that covers it.
+  returned: success
+  type: list
+  elements: str
+explain:
+  description: For O(explain), each backend, path, group, network and rule that lets the address through.
+  returned: when O(explain) is set
+  type: list
+  elements: dict
+files:
+  description: Names of the files written to O(dest).
+  returned: when O(dest) is set
+  type: list
+  elements: str
+problems:
+  description: On failure, every problem found (file, key, value, why).
+  returned: failure
+  type: list
+  elements: dict
+"""
