@@ -32,7 +32,7 @@ lab-down:
 	scripts/lab.sh down
 
 demo: lab-up
-	ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
+	ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml -e infra_obs_batch_size=100%
 	python scripts/demo_report.py
 
 lint: setup

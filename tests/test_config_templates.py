@@ -116,10 +116,10 @@ def rules_dir(tmp_path):
     return tmp_path
 
 
-def test_prometheus_config_passes_promtool_and_maps_consul_meta(playbook, rules_dir):
+def prometheus_config(playbook, rules_dir):
     promtool = shutil.which("promtool")
     assert promtool, "promtool not on PATH: run scripts/fetch-artifacts.sh"
-    dest, run = run_role_task(
+    return run_role_task(
         playbook,
         rules_dir,
         "prometheus",
@@ -128,6 +128,10 @@ def test_prometheus_config_passes_promtool_and_maps_consul_meta(playbook, rules_
         f"prometheus_binary_dir={pathlib.Path(promtool).parent}",
         f"prometheus_config_dir={rules_dir}",
     )
+
+
+def test_prometheus_config_passes_promtool_and_maps_consul_meta(playbook, rules_dir):
+    dest, run = prometheus_config(playbook, rules_dir)
     assert run.rc == 0, run.output
     config = yaml.safe_load(dest.read_text())
     assert config["global"]["external_labels"] == {"region": "eu-central-1", "az": "eu-central-1a"}
@@ -145,16 +149,7 @@ def test_prometheus_config_with_a_broken_rule_file_is_refused(playbook, rules_di
     (rules_dir / "rules" / "broken.yml").write_text(
         "groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: up ==\n"
     )
-    promtool = shutil.which("promtool")
-    dest, run = run_role_task(
-        playbook,
-        rules_dir,
-        "prometheus",
-        "configure.yml",
-        "Write prometheus.yml",
-        f"prometheus_binary_dir={pathlib.Path(promtool).parent}",
-        f"prometheus_config_dir={rules_dir}",
-    )
+    dest, run = prometheus_config(playbook, rules_dir)
     assert run.rc != 0
     assert "broken.yml" in run.output
     assert not dest.exists()

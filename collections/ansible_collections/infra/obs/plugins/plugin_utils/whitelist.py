@@ -231,20 +231,31 @@ class _Loader:
         for index, rule in enumerate(rules):
             self.rule(file, f"rules[{index}]", rule)
 
-    def group(self, file: str, name: object, spec: object) -> None:
-        key = f"groups.{name}"
-        if not self.name(file, key, name, self.groups, "group"):
-            return
+    def entry(self, file: str, kind: str, name: object, spec: object, seen: dict) -> tuple[str, dict | None]:
+        """Key path and spec of a named group or backend; None when its name is unusable."""
+        key = f"{kind}s.{name}"
+        if not self.name(file, key, name, seen, kind):
+            return key, None
         spec = self.mapping(file, key, spec)
-        self.keys_known(file, key, spec, "group")
-        allow_host_bits = spec.get("allow_host_bits", False)
-        if not isinstance(allow_host_bits, bool):
-            self.fail(file, f"{key}.allow_host_bits", allow_host_bits, "must be true or false")
+        self.keys_known(file, key, spec, kind)
+        return key, spec
+
+    def flag(self, file: str, key: str, spec: dict, name: str) -> bool:
+        value = spec.get(name, False)
+        if not isinstance(value, bool):
+            self.fail(file, f"{key}.{name}", value, "must be true or false")
+        return value is True
+
+    def group(self, file: str, name: object, spec: object) -> None:
+        key, spec = self.entry(file, "group", name, spec, self.groups)
+        if spec is None:
+            return
+        allow_host_bits = self.flag(file, key, spec, "allow_host_bits")
         networks = []
         for index, cidr in enumerate(self.string_list(file, f"{key}.cidrs", spec.get("cidrs", []))):
             where = f"{key}.cidrs[{index}]"
             try:
-                networks.append((ipaddress.ip_network(cidr, strict=allow_host_bits is not True), where))
+                networks.append((ipaddress.ip_network(cidr, strict=not allow_host_bits), where))
             except ValueError as error:
                 if "has host bits set" in str(error):
                     fixed = ipaddress.ip_network(cidr, strict=False)
@@ -262,11 +273,9 @@ class _Loader:
         self.groups[name] = Group(name, file, networks, includes)
 
     def backend(self, file: str, name: object, spec: object) -> None:
-        key = f"backends.{name}"
-        if not self.name(file, key, name, self.backends, "backend"):
+        key, spec = self.entry(file, "backend", name, spec, self.backends)
+        if spec is None:
             return
-        spec = self.mapping(file, key, spec)
-        self.keys_known(file, key, spec, "backend")
         protocol = spec.get("protocol", "http")
         if protocol not in ("http", "stream"):
             self.fail(file, f"{key}.protocol", protocol, "must be http or stream")
@@ -293,9 +302,7 @@ class _Loader:
     def rule(self, file: str, key: str, spec: object) -> None:
         spec = self.mapping(file, key, spec)
         self.keys_known(file, key, spec, "rule")
-        allow_broad = spec.get("allow_broad", False)
-        if not isinstance(allow_broad, bool):
-            self.fail(file, f"{key}.allow_broad", allow_broad, "must be true or false")
+        allow_broad = self.flag(file, key, spec, "allow_broad")
         groups = self.string_list(file, f"{key}.groups", spec.get("groups"))
         if not groups:
             self.fail(file, f"{key}.groups", spec.get("groups"), "a rule needs at least one group")
@@ -307,7 +314,7 @@ class _Loader:
         if not isinstance(backend, str):
             self.fail(file, f"{key}.backend", backend, "must name a backend")
             backend = ""
-        self.rules.append(Rule(key, file, backend, groups, paths, allow_broad is True))
+        self.rules.append(Rule(key, file, backend, groups, paths, allow_broad))
 
     def cross_checks(self) -> None:
         for group in self.groups.values():
