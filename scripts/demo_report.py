@@ -20,16 +20,43 @@ def prometheus_container() -> str:
     return inventory["_meta"]["hostvars"][host]["ansible_host"]
 
 
+def consul_get(container: str, path: str):
+    """A Consul API read through the agent on a lab host (the API listens on the host's loopback only)."""
+    out = subprocess.run(
+        ["podman", "exec", container, "curl", "-sf", f"http://127.0.0.1:8500{path}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out)
+
+
+def registered_instances(container: str) -> int:
+    """How many service instances carry the scrape tag: what Prometheus should end up with."""
+    services = consul_get(container, "/v1/catalog/services")
+    return sum(
+        len(consul_get(container, f"/v1/catalog/service/{name}"))
+        for name, tags in services.items()
+        if "metrics" in tags
+    )
+
+
 def main() -> int:
-    url = f"http://{container_ip(prometheus_container())}:9090"
-    targets = wait_for(lambda: (t := active_targets(url)) and all(x["health"] == "up" for x in t) and t, 60)
-    targets = targets or active_targets(url)
+    container = prometheus_container()
+    url = f"http://{container_ip(container)}:9090"
+    expected = registered_instances(container)
+
+    def all_discovered_and_up():
+        targets = active_targets(url)
+        return len(targets) == expected and all(t["health"] == "up" for t in targets) and targets
+
+    targets = wait_for(all_discovered_and_up, 90) or active_targets(url)
     by_place = defaultdict(list)
     for target in targets:
         labels = target["labels"]
         by_place[(labels.get("region", "?"), labels.get("az", "?"))].append(target)
     print(f"\nPrometheus: {url}  (API: {url}/api/v1/targets)")
-    print(f"{len(targets)} targets discovered through Consul:\n")
+    print(f"{len(targets)} targets discovered through Consul ({expected} instances registered with the tag metrics):\n")
     print(f"{'REGION':<15} {'AZ':<15} {'JOB':<15} {'NODE':<15} {'INSTANCE':<20} HEALTH")
     for (region, az), group in sorted(by_place.items()):
         for target in sorted(group, key=lambda t: (t["labels"]["job"], t["labels"].get("node", ""))):
@@ -38,10 +65,10 @@ def main() -> int:
                 f"{region:<15} {az:<15} {labels['job']:<15} {labels.get('node', ''):<15} "
                 f"{labels['instance']:<20} {target['health']}"
             )
-    healthy = all(t["health"] == "up" for t in targets)
-    if not healthy:
-        print("\nsome targets are not up yet; see the table above", file=sys.stderr)
-    return 0 if targets and healthy else 1
+    complete = len(targets) == expected and all(t["health"] == "up" for t in targets)
+    if not complete:
+        print("\nnot every registered instance is discovered and up after 90 s; see above", file=sys.stderr)
+    return 0 if complete else 1
 
 
 if __name__ == "__main__":
