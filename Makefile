@@ -9,7 +9,7 @@ VENV := $(INFRA_OBS_CACHE)/venv
 export PATH := $(VENV)/bin:$(INFRA_OBS_CACHE)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION := collections/ansible_collections/infra/obs
-MOLECULE_SCENARIOS := observability
+MOLECULE_SCENARIOS := observability whitelist
 
 .PHONY: setup demo test lint unit molecule store-up store-down lab-up lab-down clean
 

@@ -1,6 +1,8 @@
 """Facts about the running lab that scripts and tests share: host addresses and Prometheus queries."""
 
 import json
+import os
+import pathlib
 import subprocess
 import time
 
@@ -33,3 +35,29 @@ def wait_for(predicate, timeout: float, interval: float = 2.0):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def molecule_playbook(playbook: str, *args: str, expect_success: bool = True) -> dict:
+    """Run a playbook of the current molecule scenario as a user would, with the scenario's inventory and config;
+    return the json callback's document (its "stats" hold each host's recap)."""
+    project = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+    scenario = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+    ephemeral = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ephemeral / "ansible.cfg"),
+        ANSIBLE_ROLES_PATH=str(project / "roles"),
+        ANSIBLE_COLLECTIONS_PATH=str(project / "collections"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+    )
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(ephemeral / "inventory"), str(scenario / playbook), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode == 0) == expect_success, result.stdout[-4000:] + result.stderr[-2000:]
+    # Other enabled callbacks (profile_tasks) may print around the JSON document.
+    start = 0 if result.stdout.startswith("{") else result.stdout.index("\n{\n") + 1
+    return json.JSONDecoder().raw_decode(result.stdout[start:])[0]

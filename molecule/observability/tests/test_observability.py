@@ -12,10 +12,9 @@ import yaml
 
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 SCENARIO = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
-EPHEMERAL = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "scripts"))
 
-from labinfo import active_targets, container_ip, wait_for  # noqa: E402
+from labinfo import active_targets, container_ip, molecule_playbook, wait_for  # noqa: E402
 
 PLACEMENT = {path.stem: yaml.safe_load(path.read_text()) for path in (SCENARIO / "host_vars").glob("*.yml")}
 DISCOVERY_TIMEOUT = 60
@@ -48,25 +47,7 @@ def consul_catalog(service):
 
 
 def run_playbook(*args):
-    """Run the converge playbook as a user would; return the per-host stats of its recap."""
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(EPHEMERAL / "ansible.cfg"),
-        ANSIBLE_ROLES_PATH=str(PROJECT / "roles"),
-        ANSIBLE_COLLECTIONS_PATH=str(PROJECT / "collections"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-    )
-    result = subprocess.run(
-        ["ansible-playbook", "-i", str(EPHEMERAL / "inventory"), str(SCENARIO / "converge.yml"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    # Other enabled callbacks (profile_tasks) may print around the JSON document.
-    start = 0 if result.stdout.startswith("{") else result.stdout.index("\n{\n") + 1
-    return json.JSONDecoder().raw_decode(result.stdout[start:])[0]["stats"]
+    return molecule_playbook("converge.yml", *args)["stats"]
 
 
 UNITS = {
