@@ -61,7 +61,7 @@ def test_allowed_client_has_a_session_and_denied_client_is_closed(tmp_path, echo
             )
         ]
     )
-    stream = compile_nginx(whitelist)["stream.conf"]
+    stream = compile_nginx(whitelist, access_log=str(tmp_path / "decisions.log"))["stream.conf"]
     (tmp_path / "stream.conf").write_text(
         stream.replace(f"listen [::]:{allowed_port};", "").replace(f"listen [::]:{denied_port};", "")
     )
@@ -88,3 +88,7 @@ def test_allowed_client_has_a_session_and_denied_client_is_closed(tmp_path, echo
     finally:
         process.terminate()
         process.wait(timeout=10)
+    # Each connection is logged for the denial metrics: backend, 1/0, status (the readiness probes included).
+    decisions = {line for line in (tmp_path / "decisions.log").read_text().splitlines()}
+    assert "open 1 200" in decisions and "shut 0 502" in decisions
+    assert not any(line.startswith("shut 1") or line.startswith("open 0") for line in decisions)

@@ -49,6 +49,7 @@ BAD = [
     (mutate(["groups", "vpn", "cidrs", 0], "not-an-ip"), "groups.vpn.cidrs[0]", "not an IPv4 or IPv6"),
     (mutate(["groups", "vpn", "cidrs", 0], "2001:db8::1/32"), "groups.vpn.cidrs[0]", "host bits set"),
     (mutate(["groups", "vpn", "cidrs", 0], "300.1.2.3"), "groups.vpn.cidrs[0]", "not an IPv4 or IPv6"),
+    (mutate(["groups", "vpn", "cidrs", 0], "::ffff:198.51.100.0/120"), "groups.vpn.cidrs[0]", "IPv4-mapped"),
     (mutate(["groups", "vpn", "cidrs"], "198.51.100.0/24"), "groups.vpn.cidrs", "list of strings"),
     (mutate(["groups", "vpn", "cidrs"], [24]), "groups.vpn.cidrs", "list of strings"),
     (mutate(["groups", "office", "include"], ["nobody"]), "groups.office.include[0]", "unknown group"),
@@ -179,6 +180,8 @@ def test_explain_names_backend_group_network_and_rule():
     } in reasons
     assert {(r["backend"], r["path"]) for r in reasons} == {("billing", "/"), ("billing", "/admin"), ("db", "/")}
     assert load([("w.yml", GOOD)]).explain("203.0.113.1") == []
+    # nginx matches an IPv4-mapped client as IPv4, and so does explain.
+    assert load([("w.yml", GOOD)]).explain("::ffff:198.51.100.20") == reasons
 
 
 junk = st.recursive(
