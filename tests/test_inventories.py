@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 import yaml
+from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import load
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PATTERN = yaml.safe_load((REPO / "roles/preflight/defaults/main.yml").read_text())["preflight_name_pattern"]
@@ -36,3 +37,14 @@ def test_example_uses_documentation_addresses_only():
     for name, variables in hostvars("inventories/example/hosts.yml").items():
         address = ipaddress.ip_address(variables["ansible_host"])
         assert any(address in net for net in DOC_RANGES), f"{name}: {address} is not a documentation address"
+
+
+def test_example_whitelists_compile():
+    whitelists = REPO / "inventories/example/whitelists"
+    documents = [(str(path), yaml.safe_load(path.read_text())) for path in sorted(whitelists.glob("*.yml"))]
+    access = load(documents).access()
+    assert access["payments-api"]["/admin"]["payments-oncall"] == [
+        "192.0.2.64/27",
+        "198.51.100.0/25",
+        "2001:db8:64::/48",
+    ]

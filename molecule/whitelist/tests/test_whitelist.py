@@ -7,13 +7,16 @@ import pathlib
 import sys
 
 import pytest
+import requests
 import testinfra
 
 sys.path.insert(0, str(pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "scripts"))
 
-from labinfo import container_ip, molecule_playbook
+from labinfo import active_targets, container_ip, molecule_playbook, wait_for
 
 PROXY = "infraobs-mol-wl-proxy"
+# What a team runs to roll out a whitelist change (converge also deploys the observability core).
+WHITELIST_PLAYBOOK = "../../playbooks/whitelist.yml"
 STREAM_PROBE = (
     "import socket,sys; s=socket.create_connection((sys.argv[1], 7000), timeout=5); s.sendall(b'ping')\n"
     "try: print(s.recv(64).decode() or 'closed')\n"
@@ -66,14 +69,14 @@ def test_change_takes_effect_in_one_run_and_a_failing_one_keeps_the_old_rules(ho
     client_b = container_ip("infraobs-mol-wl-client-b")
     try:
         write_whitelist(f"extra_allowed={client_b}")
-        stats = molecule_playbook("converge.yml")["stats"]
+        stats = molecule_playbook(WHITELIST_PLAYBOOK)["stats"]
         assert stats[PROXY]["changed"] > 0
         assert http_status(hosts["client-b"], proxy_ip) == "200"
         assert stream_answer(hosts["client-b"], proxy_ip) == "echo:ping"
 
         write_whitelist("broken=true")
         live_before = proxy.file("/etc/nginx/infra-obs/current").linked_to
-        failed = molecule_playbook("converge.yml", expect_success=False)
+        failed = molecule_playbook(WHITELIST_PLAYBOOK, expect_success=False)
         messages = [
             result.get("msg", "")
             for play in failed["plays"]
@@ -90,6 +93,32 @@ def test_change_takes_effect_in_one_run_and_a_failing_one_keeps_the_old_rules(ho
         assert http_status(hosts["client-b"], proxy_ip) == "200"
     finally:
         write_whitelist()
-        molecule_playbook("converge.yml")
+        molecule_playbook(WHITELIST_PLAYBOOK)
     assert_first_rules(hosts, proxy_ip)
-    assert molecule_playbook("converge.yml")["stats"][PROXY]["changed"] == 0
+    assert molecule_playbook(WHITELIST_PLAYBOOK)["stats"][PROXY]["changed"] == 0
+
+
+def test_denials_are_counted_in_prometheus_through_consul(hosts, proxy_ip):
+    prometheus = f"http://{proxy_ip}:9090"
+    jobs = {"nginx-exporter", "nginx-whitelist-mtail"}
+    assert wait_for(
+        lambda: jobs <= {t["labels"]["job"] for t in active_targets(prometheus) if t["health"] == "up"}, 60
+    ), active_targets(prometheus)
+
+    def denied_web():
+        response = requests.get(
+            f"{prometheus}/api/v1/query",
+            params={"query": 'infra_obs_whitelist_requests_total{backend="web", decision="denied"}'},
+            timeout=5,
+        ).json()["data"]["result"]
+        return float(response[0]["value"][1]) if response else 0.0
+
+    before = denied_web()
+    for _ in range(5):
+        assert http_status(hosts["client-b"], proxy_ip) == "403"
+    assert wait_for(lambda: denied_web() >= before + 5, 60), denied_web()
+    (series,) = requests.get(
+        f"{prometheus}/api/v1/query", params={"query": 'nginx_up{job="nginx-exporter"}'}, timeout=5
+    ).json()["data"]["result"]
+    assert series["value"][1] == "1"
+    assert (series["metric"]["region"], series["metric"]["az"]) == ("eu-central-1", "eu-central-1a")

@@ -14,6 +14,7 @@ import yaml
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import (
+    ACCESS_LOG,
     WhitelistError,
     access_diff,
     compile_nginx,
@@ -57,7 +58,7 @@ def access_lines(access: dict) -> str:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
-    _VALID_ARGS = frozenset(("src", "dest", "address_variable", "explain", "mode"))
+    _VALID_ARGS = frozenset(("src", "dest", "address_variable", "access_log", "explain", "mode"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars or {})
@@ -105,7 +106,9 @@ class ActionModule(ActionBase):
                 }
             ]
 
-        files = compile_nginx(whitelist, args.get("address_variable", "$remote_addr"))
+        files = compile_nginx(
+            whitelist, args.get("address_variable", "$remote_addr"), args.get("access_log", ACCESS_LOG)
+        )
         files[ACCESS_FILE] = json.dumps(access, indent=2, sort_keys=True) + "\n"
         result["files"] = sorted(files)
         for name, content in sorted(files.items()):

@@ -32,6 +32,10 @@ options:
     description: nginx variable the geo maps read the client address from.
     type: str
     default: $remote_addr
+  access_log:
+    description: File every decision is logged to (backend, 1 allowed or 0 denied, status), for denial metrics.
+    type: str
+    default: /var/log/nginx/infra-obs-whitelist.log
   explain:
     description: An IP address; the result's RV(explain) lists which backends and paths it reaches, through which group,
       network and rule.
