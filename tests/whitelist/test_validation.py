@@ -47,6 +47,8 @@ BAD = [
     (mutate(["groups", "vpn", "cidrs", 0], "198.51.100.0/33"), "groups.vpn.cidrs[0]", "not an IPv4 or IPv6"),
     (mutate(["groups", "vpn", "cidrs", 0], "198.51.100.7/24"), "groups.vpn.cidrs[0]", "host bits set"),
     (mutate(["groups", "vpn", "cidrs", 0], "not-an-ip"), "groups.vpn.cidrs[0]", "not an IPv4 or IPv6"),
+    # Found by the fuzzer: a value that is ipaddress's own error text once crashed the loader.
+    (mutate(["groups", "vpn", "cidrs", 0], "has host bits set"), "groups.vpn.cidrs[0]", "not an IPv4 or IPv6"),
     (mutate(["groups", "vpn", "cidrs", 0], "2001:db8::1/32"), "groups.vpn.cidrs[0]", "host bits set"),
     (mutate(["groups", "vpn", "cidrs", 0], "300.1.2.3"), "groups.vpn.cidrs[0]", "not an IPv4 or IPv6"),
     (mutate(["groups", "vpn", "cidrs", 0], "::ffff:198.51.100.0/120"), "groups.vpn.cidrs[0]", "IPv4-mapped"),

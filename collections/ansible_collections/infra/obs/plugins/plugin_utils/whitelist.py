@@ -121,14 +121,6 @@ class Whitelist:
             for backend, paths in result.items()
         }
 
-    def allowed_networks(self, backend: str, path: str) -> list[Network]:
-        """The minimal set of networks allowed to (backend, path), for the geo map."""
-        networks = [ipaddress.ip_network(c) for cidrs in self.access()[backend][path].values() for c in cidrs]
-        collapsed: list[Network] = []
-        for version in (4, 6):
-            collapsed += ipaddress.collapse_addresses(n for n in networks if n.version == version)
-        return collapsed
-
     def explain(self, address: str) -> list[dict]:
         """Which backends (and paths) an address reaches, through which group, network and rule."""
         ip = client_address(address)
@@ -263,18 +255,18 @@ class _Loader:
         for index, cidr in enumerate(self.string_list(file, f"{key}.cidrs", spec.get("cidrs", []))):
             where = f"{key}.cidrs[{index}]"
             try:
-                network = ipaddress.ip_network(cidr, strict=not allow_host_bits)
-            except ValueError as error:
-                if "has host bits set" in str(error):
-                    fixed = ipaddress.ip_network(cidr, strict=False)
-                    self.fail(
-                        file,
-                        where,
-                        cidr,
-                        f"host bits set (the network is {fixed}); set allow_host_bits: true on the group to accept it",
-                    )
-                else:
-                    self.fail(file, where, cidr, "not an IPv4 or IPv6 address or CIDR")
+                network = ipaddress.ip_network(cidr, strict=False)
+                address = ipaddress.ip_interface(cidr).ip
+            except ValueError:
+                self.fail(file, where, cidr, "not an IPv4 or IPv6 address or CIDR")
+                continue
+            if address != network.network_address and not allow_host_bits:
+                self.fail(
+                    file,
+                    where,
+                    cidr,
+                    f"host bits set (the network is {network}); set allow_host_bits: true on the group to accept it",
+                )
                 continue
             if network.version == 6 and network.subnet_of(IPV4_MAPPED):
                 self.fail(
@@ -435,6 +427,15 @@ def _geo(variable: str, source: str, networks: list[Network], allowed: str, deni
     return [*lines, "}"]
 
 
+def _collapsed(cidrs_by_group: dict[str, list[str]]) -> list[Network]:
+    """The minimal set of networks covering every group's CIDRs (one entry of Whitelist.access()), for a geo map."""
+    networks = [ipaddress.ip_network(c) for cidrs in cidrs_by_group.values() for c in cidrs]
+    collapsed: list[Network] = []
+    for version in (4, 6):
+        collapsed += ipaddress.collapse_addresses(n for n in networks if n.version == version)
+    return collapsed
+
+
 def _upstream(backend: Backend) -> list[str]:
     return [f"upstream infra_obs_{backend.name} {{", *(f"    server {u};" for u in backend.upstreams), "}"]
 
@@ -471,7 +472,7 @@ def compile_nginx(
             locations = []
             for index, path in enumerate(paths):
                 variable = _variable(backend.name, index)
-                http += _geo(variable, address_variable, whitelist.allowed_networks(backend.name, path), "1", "0")
+                http += _geo(variable, address_variable, _collapsed(access[backend.name][path]), "1", "0")
                 locations += [
                     f"    location {path} {{",
                     f"        set $infra_obs_allowed {variable};",
@@ -493,7 +494,7 @@ def compile_nginx(
             stream += _geo(
                 variable,
                 address_variable,
-                whitelist.allowed_networks(backend.name, ALL_PATHS),
+                _collapsed(access[backend.name][ALL_PATHS]),
                 f"infra_obs_{backend.name}",
                 DENY_UPSTREAM,
             )
