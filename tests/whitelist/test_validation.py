@@ -97,6 +97,13 @@ BAD = [
     (mutate(["settings"], {"broad_prefix_v6": -1}), "settings.broad_prefix_v6", "prefix length"),
     (mutate(["settings"], {"broad_prefix": 8}), "settings.broad_prefix", "unknown key"),
     (mutate(["groupz"], {}), "groupz", "unknown key"),
+    (mutate(["settings"], {"trusted_proxies": ["0.0.0.0/0"]}), "settings.trusted_proxies[0]", "narrower than /8"),
+    (mutate(["settings"], {"trusted_proxies": ["10.0.0.0/8"]}), "settings.trusted_proxies[0]", "claim any address"),
+    (mutate(["settings"], {"trusted_proxies": ["::/0"]}), "settings.trusted_proxies[0]", "narrower than /32"),
+    (mutate(["settings"], {"trusted_proxies": ["10.1.2.3/24"]}), "settings.trusted_proxies[0]", "host bits set"),
+    (mutate(["settings"], {"trusted_proxies": ["proxy-1"]}), "settings.trusted_proxies[0]", "not an IPv4"),
+    (mutate(["settings"], {"trusted_proxies": "10.1.2.3"}), "settings.trusted_proxies", "list of strings"),
+    (mutate(["settings"], {"real_ip_header": "X Forwarded;"}), "settings.real_ip_header", "HTTP header name"),
     (["not", "a", "mapping"], "(top level)", "mapping"),
 ]
 
@@ -144,6 +151,19 @@ def test_redundant_and_duplicate_entries_are_reported():
     assert [(w.key, w.why.split(" 198")[0]) for w in warnings] == [
         ("groups.vpn.cidrs[2]", "duplicate of"),
         ("groups.vpn.cidrs[1]", "already covered by"),
+    ]
+
+
+def test_overlap_across_groups_of_one_rule_names_both_groups():
+    data = mutate(["groups", "ops"], {"cidrs": ["198.51.100.64/26", "203.0.113.0/24"]})
+    data["rules"][2]["groups"] = ["vpn", "ops"]
+    warnings = load([("w.yml", data)]).warnings
+    assert [(w.key, w.value, w.why) for w in warnings] == [
+        (
+            "groups.ops.cidrs[0]",
+            "198.51.100.64/26",
+            "already covered by 198.51.100.0/24 (w.yml: groups.vpn.cidrs[0]) in rules[2]",
+        )
     ]
 
 

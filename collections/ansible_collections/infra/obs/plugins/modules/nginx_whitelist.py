@@ -15,7 +15,14 @@ description:
   - Every error names the file, the key path, the value and why; nothing is written when there is any error.
   - Ranges broader than C(settings.broad_prefix_v4) (default /8) or C(settings.broad_prefix_v6) (default /32), and
     always C(0.0.0.0/0) and C(::/0), are refused unless the rule that uses them sets C(allow_broad) to true.
-    Redundant and duplicate entries are returned as RV(warnings).
+    Redundant and duplicate entries, within a group and across the groups of one rule, are returned as RV(warnings).
+  - Trusted-proxy real-IP handling is opt-in. With C(settings.trusted_proxies) (a list of narrow CIDRs; ranges as
+    broad as the broad-prefix settings are refused), requests to http backends from those addresses are judged by
+    the client address in C(settings.real_ip_header) (default C(X-Forwarded-For); the rightmost address not itself
+    a trusted proxy), through nginx's realip module. B(Spoofing caveat:) any host inside a trusted range can claim
+    to be any client, so list only the proxies themselves. What a client writes into the header itself is ignored
+    as long as each trusted proxy appends the address it saw (nginx's C($proxy_add_x_forwarded_for) does). Stream
+    backends always use the connection's own address.
   - With O(dest), writes C(http.conf), C(stream.conf) and C(access.json) (the effective access) to that directory on
     the host. The diff is the change in effective access, one line per backend, path, group and CIDR.
 version_added: 0.1.0

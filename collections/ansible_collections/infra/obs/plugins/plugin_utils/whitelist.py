@@ -19,13 +19,14 @@ NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 UPSTREAM = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 ALLOWED_KEYS = {
     "": {"settings", "groups", "backends", "rules"},
-    "settings": {"broad_prefix_v4", "broad_prefix_v6"},
+    "settings": {"broad_prefix_v4", "broad_prefix_v6", "trusted_proxies", "real_ip_header"},
     "group": {"cidrs", "include", "allow_host_bits", "description"},
     "backend": {"protocol", "listen", "upstreams", "description"},
     "rule": {"backend", "groups", "paths", "allow_broad", "description"},
 }
 DEFAULT_SETTINGS = {"broad_prefix_v4": 8, "broad_prefix_v6": 32}
 ALL_PATHS = "/"
+HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 # nginx looks IPv4-mapped IPv6 clients (::ffff:a.b.c.d) up as IPv4: IPv6 entries inside this range never match.
 IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 
@@ -88,6 +89,9 @@ class Whitelist:
     backends: dict[str, Backend]
     rules: list[Rule]
     warnings: list[Problem] = field(default_factory=list)
+    # Opt-in: http clients are looked up by the address these proxies put in real_ip_header (nginx realip).
+    trusted_proxies: list[Network] = field(default_factory=list)
+    real_ip_header: str = "X-Forwarded-For"
 
     def members(self, group: str) -> dict[Network, str]:
         """Every network of a group, its includes resolved: network -> the group that lists it."""
@@ -173,6 +177,8 @@ class _Loader:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.settings = dict(DEFAULT_SETTINGS)
+        self.trusted_proxies: list[Network] = []
+        self.real_ip_header = "X-Forwarded-For"
         self.groups: dict[str, Group] = {}
         self.backends: dict[str, Backend] = {}
         self.rules: list[Rule] = []
@@ -220,6 +226,7 @@ class _Loader:
                     self.fail(file, f"settings.{key}", value, f"must be a prefix length from 0 to {limit}")
                 else:
                     self.settings[key] = value
+        self.trusted(file, settings)
         for name, group in self.mapping(file, "groups", data.get("groups", {})).items():
             self.group(file, name, group)
         for name, backend in self.mapping(file, "backends", data.get("backends", {})).items():
@@ -230,6 +237,49 @@ class _Loader:
             rules = []
         for index, rule in enumerate(rules):
             self.rule(file, f"rules[{index}]", rule)
+
+    def trusted(self, file: str, settings: dict) -> None:
+        """Trusted proxies may name any client address, so each is a single proxy or a small proxy subnet."""
+        if "real_ip_header" in settings:
+            header = settings["real_ip_header"]
+            if not isinstance(header, str) or not HEADER.match(header):
+                self.fail(file, "settings.real_ip_header", header, "must be an HTTP header name")
+            else:
+                self.real_ip_header = header
+        key = "settings.trusted_proxies"
+        for index, cidr in enumerate(self.string_list(file, key, settings.get("trusted_proxies", []))):
+            network = self.network(file, f"{key}[{index}]", cidr)
+            if network is None:
+                continue
+            limit = self.settings["broad_prefix_v4" if network.version == 4 else "broad_prefix_v6"]
+            if network.prefixlen <= limit:
+                self.fail(
+                    file,
+                    f"{key}[{index}]",
+                    cidr,
+                    f"a trusted proxy range must be narrower than /{limit}: any host in it can claim any address",
+                )
+            else:
+                self.trusted_proxies.append(network)
+
+    def network(self, file: str, where: str, cidr: str, host_bits_hint: str | None = None) -> Network | None:
+        """A parsed CIDR, or None after recording why it is refused. Host bits pass only with a host_bits_hint of ""
+        (the group accepts them); otherwise the hint says how to accept them."""
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+            address = ipaddress.ip_interface(cidr).ip
+        except ValueError:
+            self.fail(file, where, cidr, "not an IPv4 or IPv6 address or CIDR")
+            return None
+        if address != network.network_address and host_bits_hint != "":
+            self.fail(file, where, cidr, f"host bits set (the network is {network}){host_bits_hint or ''}")
+            return None
+        if network.version == 6 and network.subnet_of(IPV4_MAPPED):
+            self.fail(
+                file, where, cidr, "IPv4-mapped range: nginx matches these clients as IPv4, so write the IPv4 network"
+            )
+            return None
+        return network
 
     def entry(self, file: str, kind: str, name: object, spec: object, seen: dict) -> tuple[str, dict | None]:
         """Key path and spec of a named group or backend; None when its name is unusable."""
@@ -254,29 +304,10 @@ class _Loader:
         networks = []
         for index, cidr in enumerate(self.string_list(file, f"{key}.cidrs", spec.get("cidrs", []))):
             where = f"{key}.cidrs[{index}]"
-            try:
-                network = ipaddress.ip_network(cidr, strict=False)
-                address = ipaddress.ip_interface(cidr).ip
-            except ValueError:
-                self.fail(file, where, cidr, "not an IPv4 or IPv6 address or CIDR")
-                continue
-            if address != network.network_address and not allow_host_bits:
-                self.fail(
-                    file,
-                    where,
-                    cidr,
-                    f"host bits set (the network is {network}); set allow_host_bits: true on the group to accept it",
-                )
-                continue
-            if network.version == 6 and network.subnet_of(IPV4_MAPPED):
-                self.fail(
-                    file,
-                    where,
-                    cidr,
-                    "IPv4-mapped range: nginx matches these clients as IPv4, so write the IPv4 network instead",
-                )
-                continue
-            networks.append((network, where))
+            hint = "" if allow_host_bits else "; set allow_host_bits: true on the group to accept it"
+            network = self.network(file, where, cidr, hint)
+            if network is not None:
+                networks.append((network, where))
         includes = self.string_list(file, f"{key}.include", spec.get("include", []))
         if not networks and not includes:
             self.fail(file, key, spec, "a group needs cidrs or include")
@@ -388,14 +419,32 @@ class _Loader:
                             "set allow_broad: true on that rule if this is meant",
                         )
         for group in self.groups.values():
-            # Sorted by address then prefix, a covering network comes before everything it covers.
-            cover: tuple[Network, str] | None = None
-            for network, key in sorted(group.networks, key=lambda item: _network_order(str(item[0]))):
-                if cover and network.version == cover[0].version and network.subnet_of(cover[0]):
+            self.overlaps(group.file, [(network, key, group.name) for network, key in group.networks], "")
+        for rule in self.rules:
+            # A network reached through two groups of one rule: within one group that is reported above.
+            entries = {}
+            for group in rule.groups:
+                for network, source in whitelist.members(group).items():
+                    key = next(k for n, k in self.groups[source].networks if n == network)
+                    entries.setdefault((network, source), (network, key, source))
+            self.overlaps(rule.file, list(entries.values()), f" in {rule.key}")
+
+    def overlaps(self, file: str, entries: list[tuple[Network, str, str]], where: str) -> None:
+        """Warn about each (network, key, group) covered by an earlier one; only across groups when `where` is set."""
+        # Sorted by address then prefix, a covering network comes before everything it covers.
+        cover: tuple[Network, str, str] | None = None
+        for network, key, group in sorted(entries, key=lambda entry: _network_order(str(entry[0]))):
+            if cover and network.version == cover[0].version and network.subnet_of(cover[0]):
+                if not where or group != cover[2]:
                     why = "duplicate of" if network == cover[0] else "already covered by"
-                    self.warnings.append(Problem(group.file, key, str(network), f"{why} {cover[0]} ({cover[1]})"))
-                else:
-                    cover = (network, key)
+                    of = (
+                        f"{cover[0]} ({self.groups[cover[2]].file}: {cover[1]})"
+                        if where
+                        else f"{cover[0]} ({cover[1]})"
+                    )
+                    self.warnings.append(Problem(self.groups[group].file, key, str(network), f"{why} {of}{where}"))
+            else:
+                cover = (network, key, group)
 
 
 def load(documents: list[tuple[str, object]]) -> Whitelist:
@@ -406,7 +455,13 @@ def load(documents: list[tuple[str, object]]) -> Whitelist:
     loader.cross_checks()
     if loader.problems:
         raise WhitelistError(loader.problems)
-    whitelist = Whitelist(loader.groups, loader.backends, loader.rules)
+    whitelist = Whitelist(
+        loader.groups,
+        loader.backends,
+        loader.rules,
+        trusted_proxies=loader.trusted_proxies,
+        real_ip_header=loader.real_ip_header,
+    )
     loader.broad_and_redundant(whitelist)
     if loader.problems:
         raise WhitelistError(loader.problems)
@@ -469,6 +524,9 @@ def compile_nginx(
         ]
         if backend.protocol == "http":
             http += _upstream(backend)
+            if whitelist.trusted_proxies:
+                server += [f"    set_real_ip_from {network};" for network in whitelist.trusted_proxies]
+                server += [f"    real_ip_header {whitelist.real_ip_header};", "    real_ip_recursive on;"]
             locations = []
             for index, path in enumerate(paths):
                 variable = _variable(backend.name, index)
