@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION := collections/ansible_collections/infra/obs
 MOLECULE_SCENARIOS := observability whitelist
 
-.PHONY: setup demo test lint unit molecule store-up store-down lab-up lab-down clean
+.PHONY: setup demo test lint unit molecule bench-whitelist store-up store-down lab-up lab-down clean
 
 setup:
 	scripts/setup-host.sh
@@ -52,5 +52,9 @@ molecule: store-up
 	for scenario in $(MOLECULE_SCENARIOS); do molecule test -s $$scenario; done
 
 test: lint unit molecule
+
+# Benchmarks compare with their peer in one run and print ratios; they are not part of `make test`.
+bench-whitelist: setup
+	python bench/whitelist/run.py
 
 clean: lab-down store-down

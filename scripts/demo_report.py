@@ -1,4 +1,5 @@
-"""Prints where to look after `make demo`: Prometheus's address and its targets by region and AZ."""
+"""Prints where to look after `make demo`: Prometheus's address and its targets by region and AZ, then one allowed
+and one denied request through the lab's whitelist proxy."""
 
 import json
 import subprocess
@@ -10,14 +11,42 @@ from labinfo import active_targets, container_ip, wait_for
 INVENTORY = "inventories/lab/hosts.yml"
 
 
-def prometheus_container() -> str:
-    inventory = json.loads(
+def inventory() -> dict:
+    return json.loads(
         subprocess.run(
             ["ansible-inventory", "-i", INVENTORY, "--list"], check=True, capture_output=True, text=True
         ).stdout
     )
-    host = inventory["prometheus"]["hosts"][0]
-    return inventory["_meta"]["hostvars"][host]["ansible_host"]
+
+
+def whitelist_requests(lab: dict) -> bool:
+    """One request the lab's whitelist allows (from the monitoring host) and one it denies (from a node)."""
+    hostvars = lab["_meta"]["hostvars"]
+    proxy = hostvars[lab["whitelist_proxies"]["hosts"][0]]
+    url = f"http://{proxy['lab_ipv4']}:8080/metrics"
+    print(f"\nWhitelist proxy: {proxy['ansible_host']} ({url}), rules in inventories/lab/whitelists/")
+    ok = True
+    for client, expected in ((lab["prometheus"]["hosts"][0], "200"), (lab["nodes"]["hosts"][-1], "403")):
+        status = subprocess.run(
+            [
+                "podman",
+                "exec",
+                hostvars[client]["ansible_host"],
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout
+        verdict = "allowed" if status == "200" else "denied" if status == "403" else "unexpected"
+        print(f"  from {client:<12} ({hostvars[client]['lab_ipv4']}): HTTP {status or '-'} {verdict}")
+        ok &= status == expected
+    return ok
 
 
 def consul_get(container: str, path: str):
@@ -42,7 +71,8 @@ def registered_instances(container: str) -> int:
 
 
 def main() -> int:
-    container = prometheus_container()
+    lab = inventory()
+    container = lab["_meta"]["hostvars"][lab["prometheus"]["hosts"][0]]["ansible_host"]
     url = f"http://{container_ip(container)}:9090"
     expected = registered_instances(container)
 
@@ -57,18 +87,21 @@ def main() -> int:
         by_place[(labels.get("region", "?"), labels.get("az", "?"))].append(target)
     print(f"\nPrometheus: {url}  (API: {url}/api/v1/targets)")
     print(f"{len(targets)} targets discovered through Consul ({expected} instances registered with the tag metrics):\n")
-    print(f"{'REGION':<15} {'AZ':<15} {'JOB':<15} {'NODE':<15} {'INSTANCE':<20} HEALTH")
+    print(f"{'REGION':<15} {'AZ':<15} {'JOB':<22} {'NODE':<15} {'INSTANCE':<20} HEALTH")
     for (region, az), group in sorted(by_place.items()):
         for target in sorted(group, key=lambda t: (t["labels"]["job"], t["labels"].get("node", ""))):
             labels = target["labels"]
             print(
-                f"{region:<15} {az:<15} {labels['job']:<15} {labels.get('node', ''):<15} "
+                f"{region:<15} {az:<15} {labels['job']:<22} {labels.get('node', ''):<15} "
                 f"{labels['instance']:<20} {target['health']}"
             )
     complete = len(targets) == expected and all(t["health"] == "up" for t in targets)
     if not complete:
         print("\nnot every registered instance is discovered and up after 90 s; see above", file=sys.stderr)
-    return 0 if complete else 1
+    whitelist_ok = whitelist_requests(lab)
+    if not whitelist_ok:
+        print("\nthe whitelist proxy did not answer 200 and 403 as its rules say; see above", file=sys.stderr)
+    return 0 if complete and whitelist_ok else 1
 
 
 if __name__ == "__main__":

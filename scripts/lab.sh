@@ -18,20 +18,26 @@ clean() {
   [[ -z $names ]] || { log "removing networks: $(echo $names)"; podman network rm -f $names >/dev/null; }
 }
 
-containers() {
+# One line per host: container name, IPv4, IPv6, inventory name.
+hosts() {
   "$INFRA_OBS_CACHE/venv/bin/ansible-inventory" -i "$REPO_ROOT/inventories/lab/hosts.yml" --list |
-    jq -r '._meta.hostvars | to_entries[] | .value.ansible_host'
+    jq -r '._meta.hostvars | to_entries[] | "\(.value.ansible_host) \(.value.lab_ipv4) \(.value.lab_ipv6) \(.key)"'
 }
+
+containers() { hosts | cut -d' ' -f1; }
 
 up() {
   local image
   image=$("$REPO_ROOT/scripts/build-base-image.sh")
   clean "$prefix"
   podman network create --ipv6 --subnet 10.89.60.0/24 --subnet fd00:89:60::/64 "$network" >/dev/null
-  for name in $(containers); do
-    podman run -d --name "$name" --hostname "${name#"$prefix"}" --network "$network" \
+  while read -r name ipv4 ipv6 host; do
+    # A new container is a new machine: facts cached for its predecessor (ansible.cfg) would mislead the roles.
+    # (ansible-core 2.19 names the files <schema>_<host>, e.g. s1_mon.)
+    rm -f "$HOME/.cache/infra-obs/facts/$host" "$HOME/.cache/infra-obs/facts/"*_"$host"
+    podman run -d --name "$name" --hostname "${name#"$prefix"}" --network "$network" --ip "$ipv4" --ip6 "$ipv6" \
       --systemd=always --cap-add NET_ADMIN,NET_RAW "$image" /sbin/init >/dev/null
-  done
+  done < <(hosts)
   for name in $(containers); do
     for _ in $(seq 50); do
       state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)

@@ -37,9 +37,34 @@ def wait_for(predicate, timeout: float, interval: float = 2.0):
         time.sleep(interval)
 
 
-def molecule_playbook(playbook: str, *args: str, expect_success: bool = True) -> dict:
-    """Run a playbook of the current molecule scenario as a user would, with the scenario's inventory and config;
-    return the json callback's document (its "stats" hold each host's recap)."""
+class PlaybookRun:
+    """An ansible-playbook run with the ansible.posix.json callback: its return code, output and parsed document."""
+
+    def __init__(self, result: subprocess.CompletedProcess):
+        self.rc = result.returncode
+        self.output = result.stdout + result.stderr
+        # Other enabled callbacks (profile_tasks) may print around the JSON document.
+        start = 0 if result.stdout.startswith("{") else result.stdout.find("\n{\n") + 1
+        self.json = json.JSONDecoder().raw_decode(result.stdout[start:])[0] if result.stdout.strip() else {}
+
+    @property
+    def stats(self) -> dict:
+        return self.json.get("stats", {})
+
+    def failures(self) -> list[str]:
+        """The msg of every failed task result (and of each failed loop item), in order."""
+        messages = []
+        for play in self.json.get("plays", []):
+            for task in play["tasks"]:
+                for result in task["hosts"].values():
+                    if result.get("failed"):
+                        messages.append(result.get("msg", ""))
+                        messages += [item.get("msg", "") for item in result.get("results", []) if item.get("failed")]
+        return messages
+
+
+def molecule_playbook(playbook: str, *args: str, expect_success: bool = True) -> PlaybookRun:
+    """Run a playbook of the current molecule scenario as a user would, with the scenario's inventory and config."""
     project = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
     scenario = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
     ephemeral = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
@@ -58,6 +83,4 @@ def molecule_playbook(playbook: str, *args: str, expect_success: bool = True) ->
         check=False,
     )
     assert (result.returncode == 0) == expect_success, result.stdout[-4000:] + result.stderr[-2000:]
-    # Other enabled callbacks (profile_tasks) may print around the JSON document.
-    start = 0 if result.stdout.startswith("{") else result.stdout.index("\n{\n") + 1
-    return json.JSONDecoder().raw_decode(result.stdout[start:])[0]
+    return PlaybookRun(result)

@@ -1,6 +1,5 @@
 """Shared helpers: run real ansible-playbook against the controller itself, and reach the lab's artifact store."""
 
-import json
 import os
 import pathlib
 import subprocess
@@ -9,33 +8,11 @@ import textwrap
 
 import boto3
 import pytest
+from labinfo import PlaybookRun
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 STORE = f"http://127.0.0.1:{os.environ.get('INFRA_OBS_STORE_PORT', '19000')}"
 BUCKET = "infra-obs-artifacts"
-
-
-class PlaybookRun:
-    def __init__(self, result: subprocess.CompletedProcess):
-        self.rc = result.returncode
-        self.output = result.stdout + result.stderr
-        start = 0 if result.stdout.startswith("{") else result.stdout.find("\n{\n") + 1
-        self.json = json.JSONDecoder().raw_decode(result.stdout[start:])[0] if result.stdout.strip() else {}
-
-    @property
-    def stats(self) -> dict:
-        return self.json.get("stats", {})
-
-    def failures(self) -> list[str]:
-        """The msg of every failed task result (and of each failed loop item), in order."""
-        messages = []
-        for play in self.json.get("plays", []):
-            for task in play["tasks"]:
-                for result in task["hosts"].values():
-                    if result.get("failed"):
-                        messages.append(result.get("msg", ""))
-                        messages += [item.get("msg", "") for item in result.get("results", []) if item.get("failed")]
-        return messages
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def consul_catalog(service):
 
 
 def run_playbook(*args):
-    return molecule_playbook("converge.yml", *args)["stats"]
+    return molecule_playbook("converge.yml", *args).stats
 
 
 UNITS = {

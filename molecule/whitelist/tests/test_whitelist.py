@@ -12,6 +12,7 @@ import testinfra
 
 sys.path.insert(0, str(pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "scripts"))
 
+from dashboards import REPO, queries_without_data
 from labinfo import active_targets, container_ip, molecule_playbook, wait_for
 
 PROXY = "infraobs-mol-wl-proxy"
@@ -69,21 +70,14 @@ def test_change_takes_effect_in_one_run_and_a_failing_one_keeps_the_old_rules(ho
     client_b = container_ip("infraobs-mol-wl-client-b")
     try:
         write_whitelist(f"extra_allowed={client_b}")
-        stats = molecule_playbook(WHITELIST_PLAYBOOK)["stats"]
+        stats = molecule_playbook(WHITELIST_PLAYBOOK).stats
         assert stats[PROXY]["changed"] > 0
         assert http_status(hosts["client-b"], proxy_ip) == "200"
         assert stream_answer(hosts["client-b"], proxy_ip) == "echo:ping"
 
         write_whitelist("broken=true")
         live_before = proxy.file("/etc/nginx/infra-obs/current").linked_to
-        failed = molecule_playbook(WHITELIST_PLAYBOOK, expect_success=False)
-        messages = [
-            result.get("msg", "")
-            for play in failed["plays"]
-            for task in play["tasks"]
-            for result in task["hosts"].values()
-            if result.get("failed")
-        ]
+        messages = molecule_playbook(WHITELIST_PLAYBOOK, expect_success=False).failures()
         assert any("host not found in upstream" in m and "keeps serving the previous release" in m for m in messages), (
             messages
         )
@@ -95,7 +89,7 @@ def test_change_takes_effect_in_one_run_and_a_failing_one_keeps_the_old_rules(ho
         write_whitelist()
         molecule_playbook(WHITELIST_PLAYBOOK)
     assert_first_rules(hosts, proxy_ip)
-    assert molecule_playbook(WHITELIST_PLAYBOOK)["stats"][PROXY]["changed"] == 0
+    assert molecule_playbook(WHITELIST_PLAYBOOK).stats[PROXY]["changed"] == 0
 
 
 def test_denials_are_counted_in_prometheus_through_consul(hosts, proxy_ip):
@@ -122,3 +116,13 @@ def test_denials_are_counted_in_prometheus_through_consul(hosts, proxy_ip):
     ).json()["data"]["result"]
     assert series["value"][1] == "1"
     assert (series["metric"]["region"], series["metric"]["az"]) == ("eu-central-1", "eu-central-1a")
+
+
+def test_every_dashboard_query_finds_data_in_the_lab(hosts, proxy_ip):
+    # Runs after the denials above, so the decision counters and the recording rule have series.
+    dashboard = REPO / "roles/nginx_whitelist/files/dashboards/nginx_whitelist.json"
+    prometheus = f"http://{proxy_ip}:9090"
+    assert http_status(hosts["client-b"], proxy_ip) == "403"
+    assert wait_for(lambda: not queries_without_data(prometheus, dashboard, {}), 90), queries_without_data(
+        prometheus, dashboard, {}
+    )

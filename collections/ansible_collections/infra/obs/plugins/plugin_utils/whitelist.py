@@ -561,4 +561,8 @@ def compile_nginx(
             stream += [*server, f"    set $infra_obs_allowed {allowed};", f"    proxy_pass {variable};", "}"]
     if any(b.protocol == "stream" for b in whitelist.backends.values()):
         stream += [f"upstream {DENY_UPSTREAM} {{", "    server 127.0.0.1:9 down;", "}"]
-    return {"http.conf": "\n".join(http) + "\n", "stream.conf": "\n".join(stream) + "\n"}
+    # A context without backends gets no log_format: nginx refuses a format whose variables nothing sets.
+    return {
+        name: "\n".join(lines if len(lines) > len(header) else header[:1]) + "\n"
+        for name, lines in (("http.conf", http), ("stream.conf", stream))
+    }

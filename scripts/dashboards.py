@@ -1,0 +1,83 @@
+"""The Grafana dashboards the roles ship (roles/*/files/dashboards/*.json), checked without a Grafana server:
+against Grafana's dashboard schema, and by running every panel query against a real Prometheus."""
+
+import json
+import os
+import pathlib
+import re
+
+import requests
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+CACHE = pathlib.Path(os.environ.get("INFRA_OBS_CACHE", "/var/cache/infra-obs"))
+# What Grafana substitutes for its built-in interval variables, at the lab's 15 s scrape interval.
+BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
+VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+LABEL_VALUES = re.compile(r"^label_values\((?:(.+),\s*)?(\w+)\)$")
+
+
+def dashboards() -> list[pathlib.Path]:
+    return sorted(REPO.glob("roles/*/files/dashboards/*.json"))
+
+
+def schema_path() -> pathlib.Path:
+    versions = (REPO / "inventories/lab/group_vars/all/versions.yml").read_text()
+    version = re.search(r'^grafana_schema_version: "([^"]+)"', versions, re.M).group(1)
+    return CACHE / "grafana" / f"dashboard-{version}.schema.json"
+
+
+def panels(dashboard: dict) -> list[dict]:
+    """Every panel, including those nested in collapsed rows."""
+    found = []
+    for panel in dashboard.get("panels", []):
+        found.append(panel)
+        found += panel.get("panels", [])
+    return found
+
+
+def queries(dashboard: dict) -> list[tuple[str, str]]:
+    """(panel title, PromQL expression) of every query target."""
+    return [(p["title"], t["expr"]) for p in panels(dashboard) for t in p.get("targets", []) if "expr" in t]
+
+
+def variable_queries(dashboard: dict) -> list[tuple[str, str, str]]:
+    """(variable name, series selector, label) of every Prometheus `label_values(selector, label)` variable."""
+    found = []
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable["type"] == "query":
+            match = LABEL_VALUES.match(variable["query"])
+            if not match:
+                raise ValueError(f"variable {variable['name']}: only label_values(selector, label) is supported")
+            found.append((variable["name"], match.group(1) or "", match.group(2)))
+    return found
+
+
+def instantiate(expr: str, values: dict[str, str]) -> str:
+    """The expression as Grafana sends it: built-in intervals filled in, template variables replaced by `values`
+    (a variable without a value matches everything, as "All" does)."""
+
+    def value(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        return BUILTINS.get(name) or values.get(name, ".*")
+
+    return VARIABLE.sub(value, expr)
+
+
+def queries_without_data(prometheus_url: str, path: pathlib.Path, values: dict[str, str]) -> list[tuple[str, str]]:
+    """(panel title or variable name, query) of each panel query and template variable that finds nothing in the
+    Prometheus at prometheus_url."""
+    dashboard = json.loads(path.read_text())
+    empty = []
+    for name, selector, label in variable_queries(dashboard):
+        params = {"match[]": instantiate(selector, values)} if selector else {}
+        response = requests.get(f"{prometheus_url}/api/v1/label/{label}/values", params=params, timeout=10)
+        response.raise_for_status()
+        if not response.json()["data"]:
+            empty.append((name, f"label_values({selector}, {label})"))
+    for title, expr in queries(dashboard):
+        query = instantiate(expr, values)
+        response = requests.get(f"{prometheus_url}/api/v1/query", params={"query": query}, timeout=10)
+        response.raise_for_status()
+        if not response.json()["data"]["result"]:
+            empty.append((title, query))
+    return empty
