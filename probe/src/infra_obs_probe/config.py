@@ -1,0 +1,406 @@
+"""Configuration: load the YAML file the role renders, validate every key, and name file, key and value on error."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+GO_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+SOCKET_MODES = ("auto", "dgram", "raw")
+
+
+class ConfigError(Exception):
+    """A configuration problem; str() reads `FILE: KEY: PROBLEM (got VALUE)`."""
+
+    def __init__(self, path: str, key: str, problem: str, value: Any = None, show_value: bool = True):
+        self.path, self.key, self.problem, self.value = path, key, problem, value
+        text = f"{path}: {key}: {problem}"
+        if show_value:
+            text += f" (got {_show(value)})"
+        super().__init__(text)
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    region: str
+    az: str
+
+
+@dataclass(frozen=True)
+class Icmp:
+    enabled: bool = True
+    payload_size: int = 56
+    socket: str = "auto"
+
+
+@dataclass(frozen=True)
+class Tcp:
+    enabled: bool = True
+    port: int = 9427
+
+
+@dataclass(frozen=True)
+class Mtr:
+    enabled: bool = True
+    interval: float = 30.0
+    max_hops: int = 16
+    count: int = 5
+
+
+@dataclass(frozen=True)
+class Health:
+    loss_degraded: float = 0.01
+    loss_unhealthy: float = 0.05
+    rtt_p99_degraded: float = 0.1
+    rtt_p99_unhealthy: float = 0.25
+
+
+@dataclass(frozen=True)
+class StaticTarget:
+    name: str
+    address: str
+    family: int
+    region: str = ""
+    az: str = ""
+    tcp_ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConsulTargets:
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8500"
+    service: str = "infra-obs-probe"
+    regions: tuple[str, ...] = ()
+    azs: tuple[str, ...] = ()
+    refresh: float = 15.0
+
+
+@dataclass(frozen=True)
+class Register:
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8500"
+    service: str = "infra-obs-probe"
+    id: str = ""
+    address: str = ""
+    address6: str = ""
+    port: int = 0
+    tags: tuple[str, ...] = ("metrics", "probe")
+    check_interval: str = "10s"
+    check_url: str = ""
+
+
+@dataclass(frozen=True)
+class Matrix:
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    source: Source
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 9427
+    interval: float = 1.0
+    timeout: float = 1.0
+    window: float = 300.0
+    icmp: Icmp = field(default_factory=Icmp)
+    tcp: Tcp = field(default_factory=Tcp)
+    mtr: Mtr = field(default_factory=Mtr)
+    health: Health = field(default_factory=Health)
+    static: tuple[StaticTarget, ...] = ()
+    consul: ConsulTargets = field(default_factory=ConsulTargets)
+    register: Register = field(default_factory=Register)
+    matrix: Matrix = field(default_factory=Matrix)
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+class _Map:
+    """One mapping of the file: typed getters that know their dotted key, and a check for unknown keys."""
+
+    def __init__(self, path: str, key: str, data: Any):
+        self.path, self.key = path, key
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(path, key or "(top level)", "must be a mapping", data)
+        self.data = data
+        self.used: set[str] = set()
+
+    def name(self, key: str) -> str:
+        return f"{self.key}.{key}" if self.key else key
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, self.name(key), problem, self.data.get(key))
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        self.used.add(key)
+        return self.data.get(key, default)
+
+    def sub(self, key: str) -> _Map:
+        return _Map(self.path, self.name(key), self.raw(key))
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, "must be true or false")
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float, low_open: bool = False) -> float:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, "must be a number")
+        if value < low or value > high or (low_open and value == low):
+            bound = f"> {low}" if low_open else f">= {low}"
+            raise self.error(key, f"must be {bound} and <= {high}")
+        return float(value)
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, "must be an integer")
+        if not low <= value <= high:
+            raise self.error(key, f"must be between {low} and {high}")
+        return value
+
+    def string(self, key: str, default: str | None = None, allow_empty: bool = False) -> str:
+        if default is None and key not in self.data:
+            raise ConfigError(self.path, self.name(key), "is required", show_value=False)
+        value = self.raw(key, default)
+        if not isinstance(value, str) or (not value and not allow_empty):
+            raise self.error(key, "must be a non-empty string" if not allow_empty else "must be a string")
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.raw(key, list(default))
+        if value is None:
+            value = []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.error(key, "must be a list of non-empty strings")
+        return tuple(value)
+
+    def done(self) -> None:
+        for key in self.data:
+            if key not in self.used:
+                raise ConfigError(self.path, self.name(str(key)), "unknown key", self.data[key])
+
+
+def _address(m: _Map, key: str, family: int | None = None, required: bool = True) -> str:
+    value = m.raw(key, None if required else "")
+    if not required and value in ("", None):
+        return ""
+    if not isinstance(value, str):
+        raise m.error(key, "must be an IP address")
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise m.error(key, "must be an IP address literal (no host names)") from None
+    if family is not None and ip.version != family:
+        raise m.error(key, f"must be an IPv{family} address")
+    return ip.compressed
+
+
+def _url(m: _Map, key: str, default: str) -> str:
+    value = m.string(key, default)
+    parts = urllib.parse.urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise m.error(key, "has an invalid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise m.error(key, "must be an http:// or https:// URL with a host")
+    return value.rstrip("/")
+
+
+def _listen(m: _Map) -> tuple[str, int]:
+    value = m.raw("listen", "0.0.0.0:9427")
+    match = re.fullmatch(r"(\[([0-9a-fA-F:.]+)\]|([0-9.]*)):([0-9]{1,5})", value) if isinstance(value, str) else None
+    if not match or not 1 <= int(match.group(4)) <= 65535:
+        raise m.error("listen", 'must be "HOST:PORT" with an IP literal host ("[::]:9427" for IPv6)')
+    host = match.group(2) or match.group(3) or "0.0.0.0"
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        raise m.error("listen", "host must be an IP address literal") from None
+    return host, int(match.group(4))
+
+
+def _static_target(m: _Map) -> StaticTarget:
+    address = _address(m, "address")
+    ports = m.raw("tcp_ports", [])
+    if ports is None:
+        ports = []
+    if not isinstance(ports, list) or not all(
+        isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in ports
+    ):
+        raise m.error("tcp_ports", "must be a list of ports (1-65535)")
+    target = StaticTarget(
+        name=m.string("name"),
+        address=address,
+        family=ipaddress.ip_address(address).version,
+        region=m.string("region", "", allow_empty=True),
+        az=m.string("az", "", allow_empty=True),
+        tcp_ports=tuple(dict.fromkeys(ports)),
+    )
+    m.done()
+    return target
+
+
+def _probes(top: _Map) -> tuple[Icmp, Tcp, Mtr]:
+    m = top.sub("icmp")
+    icmp = Icmp(m.boolean("enabled", True), m.integer("payload_size", 56, 16, 1400), m.string("socket", "auto"))
+    if icmp.socket not in SOCKET_MODES:
+        raise m.error("socket", f"must be one of {', '.join(SOCKET_MODES)}")
+    m.done()
+    m = top.sub("tcp")
+    tcp = Tcp(m.boolean("enabled", True), m.integer("port", 9427, 1, 65535))
+    m.done()
+    m = top.sub("mtr")
+    mtr = Mtr(
+        m.boolean("enabled", True),
+        m.number("interval", 30.0, 0.0, 86400, low_open=True),
+        m.integer("max_hops", 16, 1, 64),
+        m.integer("count", 5, 1, 50),
+    )
+    m.done()
+    return icmp, tcp, mtr
+
+
+def _health(m: _Map) -> Health:
+    health = Health(
+        m.number("loss_degraded", 0.01, 0.0, 1.0),
+        m.number("loss_unhealthy", 0.05, 0.0, 1.0),
+        m.number("rtt_p99_degraded", 0.1, 0.0, 3600, low_open=True),
+        m.number("rtt_p99_unhealthy", 0.25, 0.0, 3600, low_open=True),
+    )
+    if health.loss_unhealthy < health.loss_degraded:
+        raise m.error("loss_unhealthy", f"must be >= loss_degraded ({health.loss_degraded:g})")
+    if health.rtt_p99_unhealthy < health.rtt_p99_degraded:
+        raise m.error("rtt_p99_unhealthy", f"must be >= rtt_p99_degraded ({health.rtt_p99_degraded:g})")
+    m.done()
+    return health
+
+
+def _targets(targets: _Map) -> tuple[tuple[StaticTarget, ...], ConsulTargets]:
+    static_list = targets.raw("static", [])
+    if static_list is None:
+        static_list = []
+    if not isinstance(static_list, list):
+        raise targets.error("static", "must be a list of targets")
+    path = targets.path
+    static = tuple(_static_target(_Map(path, f"targets.static[{i}]", item)) for i, item in enumerate(static_list))
+    seen: dict[tuple[str, str], int] = {}
+    for i, t in enumerate(static):
+        if (t.name, t.address) in seen:
+            first = seen[t.name, t.address]
+            raise ConfigError(path, f"targets.static[{i}]", f"duplicates targets.static[{first}]", t.name)
+        seen[t.name, t.address] = i
+    m = targets.sub("consul")
+    consul = ConsulTargets(
+        m.boolean("enabled", False),
+        _url(m, "url", "http://127.0.0.1:8500"),
+        m.string("service", "infra-obs-probe"),
+        m.strings("regions", ()),
+        m.strings("azs", ()),
+        m.number("refresh", 15.0, 0.0, 86400, low_open=True),
+    )
+    m.done()
+    targets.done()
+    return static, consul
+
+
+def _register(m: _Map, source: Source, listen_port: int) -> Register:
+    service = m.string("service", "infra-obs-probe")
+    register = Register(
+        enabled=m.boolean("enabled", False),
+        url=_url(m, "url", "http://127.0.0.1:8500"),
+        service=service,
+        id=m.string("id", f"{service}-{source.name}"),
+        address=_address(m, "address", 4, required=False),
+        address6=_address(m, "address6", 6, required=False),
+        port=m.integer("port", listen_port, 1, 65535),
+        tags=m.strings("tags", ("metrics", "probe")),
+        check_interval=m.string("check_interval", "10s"),
+        check_url=m.string("check_url", "", allow_empty=True),
+    )
+    if not GO_DURATION.match(register.check_interval):
+        raise m.error("check_interval", 'must be a Go duration such as "10s"')
+    if register.check_url:
+        _url(m, "check_url", "")
+    m.done()
+    return register
+
+
+def parse(data: Any, path: str) -> Config:
+    top = _Map(path, "", data)
+    if not top.has("source"):
+        raise ConfigError(path, "source", "is required", show_value=False)
+    src = top.sub("source")
+    source = Source(src.string("name"), src.string("region", "", True), src.string("az", "", True))
+    src.done()
+    listen_host, listen_port = _listen(top)
+    interval = top.number("interval", 1.0, 0.0, 3600, low_open=True)
+    timeout = top.number("timeout", 1.0, 0.0, 60, low_open=True)
+    window = top.number("window", 300, 0.0, 86400, low_open=True)
+    if window < interval:
+        raise top.error("window", f"must be at least the interval ({interval:g} s)")
+    icmp, tcp, mtr = _probes(top)
+    health = _health(top.sub("health"))
+    static, consul = _targets(top.sub("targets"))
+    register = _register(top.sub("register"), source, listen_port)
+    m = top.sub("matrix")
+    matrix = Matrix(m.number("timeout", 2.0, 0.0, 60, low_open=True))
+    m.done()
+    top.done()
+    return Config(
+        path=path,
+        source=source,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        interval=interval,
+        timeout=timeout,
+        window=window,
+        icmp=icmp,
+        tcp=tcp,
+        mtr=mtr,
+        health=health,
+        static=static,
+        consul=consul,
+        register=register,
+        matrix=matrix,
+    )
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, "(file)", f"cannot be read: {e.strerror}", show_value=False) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError(path, where, f"invalid YAML: {getattr(e, 'problem', e)}", show_value=False) from None
+    return parse(data, path)

@@ -1,0 +1,224 @@
+"""Consul: peers from the catalog (the mesh) and this exporter's own registration, on one background thread."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+import consul
+
+from .config import Config, Register
+from .engine import Prober
+from .series import Target
+from .status import Status
+
+log = logging.getLogger("infra_obs_probe")
+CONSUL_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Peer:
+    host: str
+    region: str
+    az: str
+    address: str  # IPv4, may be empty
+    address6: str  # IPv6, may be empty
+    port: int
+    service_id: str
+
+    def url(self, path: str) -> str:
+        host = self.address or f"[{self.address6}]"
+        return f"http://{host}:{self.port}{path}"
+
+
+def client(url: str) -> consul.Consul:
+    parts = urllib.parse.urlsplit(url)
+    return consul.Consul(
+        host=parts.hostname,
+        port=parts.port or (443 if parts.scheme == "https" else 80),
+        scheme=parts.scheme,
+        token=os.environ.get("CONSUL_HTTP_TOKEN") or None,
+        connections_timeout=CONSUL_TIMEOUT,
+    )
+
+
+def _ip(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
+def peers_from_catalog(nodes: list[dict], cfg: Config) -> list[Peer]:
+    """Every other instance of the probe service, filtered by region/AZ, with its IPv4 and IPv6 addresses."""
+    peers: dict[str, Peer] = {}
+    for node in nodes:
+        meta = node.get("ServiceMeta") or {}
+        host = meta.get("host") or node.get("Node") or ""
+        service_id = node.get("ServiceID") or ""
+        if service_id == cfg.register.id or host == cfg.source.name:
+            continue
+        region, az = meta.get("region", ""), meta.get("az", "")
+        if (cfg.consul.regions and region not in cfg.consul.regions) or (cfg.consul.azs and az not in cfg.consul.azs):
+            continue
+        v4 = v6 = ""
+        main = _ip(node.get("ServiceAddress")) or _ip(node.get("Address"))
+        if main is not None:
+            v4, v6 = (main.compressed, "") if main.version == 4 else ("", main.compressed)
+        tagged = node.get("ServiceTaggedAddresses") or {}
+        lan6 = _ip((tagged.get("lan_ipv6") or {}).get("Address"))
+        if lan6 is not None and lan6.version == 6:
+            v6 = lan6.compressed
+        lan4 = _ip((tagged.get("lan_ipv4") or {}).get("Address"))
+        if not v4 and lan4 is not None and lan4.version == 4:
+            v4 = lan4.compressed
+        if not (v4 or v6):
+            log.warning("Consul peer %s (%s) has no usable address; skipped", host, service_id)
+            continue
+        peers.setdefault(host, Peer(host, region, az, v4, v6, int(node.get("ServicePort") or 0), service_id))
+    return sorted(peers.values(), key=lambda p: (p.region, p.az, p.host))
+
+
+def peer_targets(peers: list[Peer], cfg: Config) -> list[Target]:
+    ports = (cfg.tcp.port,)
+    out = []
+    for p in peers:
+        for family, address in ((4, p.address), (6, p.address6)):
+            if address:
+                out.append(Target(p.host, address, family, p.region, p.az, "consul", ports))
+    return out
+
+
+def registration(cfg: Config) -> dict:
+    """The agent service definition this exporter registers (keyword arguments of py-consul's register)."""
+    r: Register = cfg.register
+    port = r.port
+    if r.check_url:
+        check_url = r.check_url
+    else:
+        host = cfg.listen_host
+        if host in ("0.0.0.0", "::"):
+            host = r.address or r.address6 or "127.0.0.1"
+        check_url = f"http://{f'[{host}]' if ':' in host else host}:{cfg.listen_port}/-/healthy"
+    tagged = {}
+    if r.address:
+        tagged["lan_ipv4"] = {"address": r.address, "port": port}
+    if r.address6:
+        tagged["lan_ipv6"] = {"address": r.address6, "port": port}
+    return {
+        "name": r.service,
+        "service_id": r.id,
+        "address": r.address or r.address6 or None,
+        "port": port,
+        "tags": list(r.tags),
+        "meta": {"region": cfg.source.region, "az": cfg.source.az, "host": cfg.source.name},
+        "tagged_addresses": tagged or None,
+        "check": consul.Check.http(check_url, r.check_interval, timeout="5s"),
+    }
+
+
+class Discovery:
+    """Refreshes peers every `targets.consul.refresh` seconds and keeps the registration in place."""
+
+    def __init__(self, prober: Prober, status: Status, config: Config):
+        self.prober = prober
+        self.status = status
+        self.config = config
+        self.peers: list[Peer] = []
+        self._registered: tuple[str, str, dict] | None = None  # (url, id, definition) as last registered
+        self._had_consul_targets = False
+        self._targets: list[Target] = []
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="consul", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def configure(self, config: Config) -> None:
+        self.config = config
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop refreshing and deregister (clean shutdown)."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(CONSUL_TIMEOUT * 2 + 1)
+        self._deregister()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            cfg = self.config
+            self._wake.clear()
+            try:
+                self.refresh(cfg)
+                self._keep_registered(cfg)
+            except Exception:
+                log.exception("Consul thread error")
+            self._wake.wait(cfg.consul.refresh)
+
+    def refresh(self, cfg: Config) -> None:
+        if not cfg.consul.enabled:
+            if self._had_consul_targets:
+                self.peers = []
+                self._targets = []
+                self.prober.update(source="consul", targets=[])
+                self._had_consul_targets = False
+            return
+        try:
+            _index, nodes = client(cfg.consul.url).catalog.service(cfg.consul.service)
+        except Exception as e:
+            self.status.discovery_success = 0
+            self.status.discovery_failures += 1
+            self.status.discovery_error = str(e)
+            log.warning(
+                "Consul discovery failed (%s), keeping the last %d peers: %s", cfg.consul.url, len(self.peers), e
+            )
+            return
+        peers = peers_from_catalog(nodes, cfg)
+        if peers != self.peers or not self._had_consul_targets:
+            log.info("Consul: %d peers (%s)", len(peers), ", ".join(p.host for p in peers) or "none")
+        self.peers = peers
+        targets = peer_targets(peers, cfg)
+        if targets != self._targets or not self._had_consul_targets:
+            self.prober.update(source="consul", targets=targets)
+            self._targets = targets
+        self._had_consul_targets = True
+        self.status.discovery_success = 1
+        self.status.discovery_last_success = time.time()
+        self.status.discovery_error = ""
+
+    def _keep_registered(self, cfg: Config) -> None:
+        wanted = (cfg.register.url, cfg.register.id, registration(cfg)) if cfg.register.enabled else None
+        if self._registered is not None and (wanted is None or self._registered[:2] != wanted[:2]):
+            self._deregister()
+        if wanted is None:
+            return
+        c = client(cfg.register.url)
+        try:
+            present = self._registered == wanted and cfg.register.id in c.agent.services()
+            if not present:
+                c.agent.service.register(**wanted[2])
+                log.info("registered %s in Consul at %s", cfg.register.id, cfg.register.url)
+            self._registered = wanted
+            self.status.registered = 1
+        except Exception as e:
+            self.status.registered = 0
+            log.warning("Consul registration of %s at %s failed: %s", cfg.register.id, cfg.register.url, e)
+
+    def _deregister(self) -> None:
+        if self._registered is None:
+            return
+        url, service_id, _ = self._registered
+        try:
+            client(url).agent.service.deregister(service_id)
+            log.info("deregistered %s from Consul at %s", service_id, url)
+        except Exception as e:
+            log.warning("Consul deregistration of %s at %s failed: %s", service_id, url, e)
+        self._registered = None
+        self.status.registered = 0

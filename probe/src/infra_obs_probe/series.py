@@ -1,0 +1,302 @@
+"""What the prober keeps per probed path: counters and histograms for /metrics, raw samples for /paths.json."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass
+
+ICMP, TCP, MTR = "icmp", "tcp", "mtr"
+KINDS = (ICMP, TCP, MTR)
+
+# Sample codes kept in the rings. Outcome names index by code - 1.
+PENDING, OK, TIMEOUT, REFUSED, UNREACHABLE, ERROR = range(6)
+OUTCOMES = ("ok", "timeout", "refused", "unreachable", "error")
+
+# 25 us .. 5 s in 1-2.5-5 steps: five buckets below 1 ms for loopback and same-rack paths, and boundaries at
+# the default health thresholds (0.1 s, 0.25 s) so alerts on the histogram need no interpolation there.
+RTT_BUCKETS = (
+    *(25e-6, 50e-6, 100e-6, 250e-6, 500e-6),
+    *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0),
+)
+LAG_BUCKETS = tuple(1e-4 * 2**i for i in range(17))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One address of one destination host."""
+
+    name: str
+    address: str
+    family: int
+    region: str = ""
+    az: str = ""
+    source: str = "static"
+    tcp_ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hop:
+    hop: int
+    address: str
+    sent: int
+    received: int
+    loss_ratio: float
+    rtt_seconds: float | None
+
+
+@dataclass(frozen=True)
+class MtrResult:
+    hops: tuple[Hop, ...]
+    reached: bool
+    path_id: str
+    finished_at: float  # unix time
+
+
+class Hist:
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class Ring:
+    """The last `cap` samples: monotonic time, value (seconds) and code, addressed by an ever-growing position."""
+
+    __slots__ = ("c", "cap", "pos", "t", "v")
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.t = array("d", bytes(8 * cap))
+        self.v = array("f", bytes(4 * cap))
+        self.c = array("b", bytes(cap))
+        self.pos = 0
+
+    def push(self, t: float, v: float, code: int) -> int:
+        pos = self.pos
+        i = pos % self.cap
+        self.t[i] = t
+        self.v[i] = v
+        self.c[i] = code
+        self.pos = pos + 1
+        return pos
+
+    def set(self, pos: int, v: float, code: int) -> None:
+        if pos >= self.pos - self.cap:
+            i = pos % self.cap
+            self.v[i] = v
+            self.c[i] = code
+
+    def resized(self, cap: int) -> Ring:
+        new = Ring(cap)
+        new.pos = self.pos
+        for pos in range(max(0, self.pos - min(cap, self.cap)), self.pos):
+            i, j = pos % self.cap, pos % cap
+            new.t[j], new.v[j], new.c[j] = self.t[i], self.v[i], self.c[i]
+        return new
+
+    def since(self, t0: float) -> list[tuple[float, int]]:
+        """(value, code) of the samples taken at or after t0, oldest first."""
+        out = []
+        for pos in range(max(0, self.pos - self.cap), self.pos):
+            i = pos % self.cap
+            if self.t[i] >= t0:
+                out.append((self.v[i], self.c[i]))
+        return out
+
+
+def escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def target_label(target: Target, port: int) -> str:
+    if not port:
+        return target.address
+    return f"[{target.address}]:{port}" if target.family == 6 else f"{target.address}:{port}"
+
+
+def series_labels(source_labels: str, target: Target, port: int, kind: str) -> str:
+    """The label set of a path, pre-rendered once for the exposition."""
+    return (
+        f'{source_labels},dst_region="{escape(target.region)}",dst_az="{escape(target.az)}",'
+        f'dst_host="{escape(target.name)}",target="{escape(target_label(target, port))}",probe="{kind}"'
+    )
+
+
+class Series:
+    """One probed path (a target address with one probe kind, and a port for TCP); also its scheduling state."""
+
+    __slots__ = ("active", "busy", "k", "key", "kind", "labels", "phase", "port", "slot", "sockaddr", "target")
+
+    def __init__(self, kind: str, target: Target, port: int, labels: str):
+        self.kind = kind
+        self.target = target
+        self.port = port
+        self.labels = labels
+        self.key = (kind, labels)
+        self.sockaddr = (target.address, port)
+        self.active = True
+        self.busy = False
+        self.slot = 0  # position in the golden-ratio sequence of its kind
+        self.phase = 0  # offset of its start times within the interval, ns
+        self.k = 0  # index of its next slot
+
+
+class IcmpSeries(Series):
+    __slots__ = ("corrupt", "received", "ring", "rtt", "sent")
+
+    def __init__(self, target: Target, labels: str, ring_cap: int):
+        super().__init__(ICMP, target, 0, labels)
+        self.sent = self.received = self.corrupt = 0
+        self.rtt = Hist(RTT_BUCKETS)
+        self.ring = Ring(ring_cap)
+
+    def summary(self, now: float, window: float) -> dict:
+        rtts, lost, in_flight = [], 0, 0
+        for v, code in self.ring.since(now - window):
+            if code == OK:
+                rtts.append(v)
+            elif code == PENDING:
+                in_flight += 1
+            else:
+                lost += 1
+        sent = len(rtts) + lost
+        return {
+            "sent": sent,
+            "received": len(rtts),
+            "lost": lost,
+            "in_flight": in_flight,
+            "corrupt_total": self.corrupt,
+            "loss_ratio": lost / sent if sent else None,
+            **percentiles(rtts, "rtt"),
+        }
+
+
+class TcpSeries(Series):
+    __slots__ = ("connect", "outcomes", "received", "ring", "sent")
+
+    def __init__(self, target: Target, port: int, labels: str, ring_cap: int):
+        super().__init__(TCP, target, port, labels)
+        self.sent = self.received = 0
+        self.outcomes = [0] * len(OUTCOMES)
+        self.connect = Hist(RTT_BUCKETS)
+        self.ring = Ring(ring_cap)
+
+    def summary(self, now: float, window: float) -> dict:
+        times, outcomes, in_flight = [], dict.fromkeys(OUTCOMES, 0), 0
+        for v, code in self.ring.since(now - window):
+            if code == PENDING:
+                in_flight += 1
+                continue
+            outcomes[OUTCOMES[code - 1]] += 1
+            if code == OK:
+                times.append(v)
+        attempts = sum(outcomes.values())
+        return {
+            "port": self.port,
+            "attempts": attempts,
+            "in_flight": in_flight,
+            "outcomes": outcomes,
+            "failure_ratio": (attempts - outcomes["ok"]) / attempts if attempts else None,
+            **percentiles(times, "connect"),
+        }
+
+
+class MtrSeries(Series):
+    __slots__ = ("path_changes", "result", "trace", "traces")
+
+    def __init__(self, target: Target, labels: str):
+        super().__init__(MTR, target, 0, labels)
+        self.path_changes = 0
+        self.traces = 0
+        self.result: MtrResult | None = None
+        self.trace: Trace | None = None
+
+    def summary(self) -> dict | None:
+        r = self.result
+        if r is None:
+            return None
+        return {
+            "path_id": r.path_id,
+            "reached": r.reached,
+            "path_changes_total": self.path_changes,
+            "finished_at": r.finished_at,
+            "hops": [h.__dict__ for h in r.hops],
+        }
+
+
+class Trace:
+    """One MTR run: `count` rounds of TTL-limited echo requests; per TTL the packets sent and the replies seen."""
+
+    __slots__ = ("dest_hop", "hops", "max_hops", "outstanding", "round", "stop_hop")
+
+    def __init__(self, max_hops: int):
+        self.max_hops = max_hops
+        self.round = 0
+        self.outstanding = 0  # packets neither answered nor timed out
+        self.dest_hop = 0  # lowest TTL the destination itself answered
+        self.stop_hop = 0  # lowest TTL that answered "unreachable"
+        self.hops: dict[int, list] = {}  # ttl -> [sent, received, rtts, {address: replies}]
+
+    def limit(self) -> int:
+        """Later rounds stop at the hop where the path ended in an earlier round."""
+        return self.dest_hop or self.stop_hop or self.max_hops
+
+    def sent(self, ttl: int) -> None:
+        hop = self.hops.get(ttl)
+        if hop is None:
+            hop = self.hops[ttl] = [0, 0, [], {}]
+        hop[0] += 1
+
+    def record(self, ttl: int, address: str, rtt: float, reached: bool, unreachable: bool) -> None:
+        self.outstanding -= 1
+        hop = self.hops[ttl]
+        hop[1] += 1
+        hop[2].append(rtt)
+        hop[3][address] = hop[3].get(address, 0) + 1
+        if reached and (not self.dest_hop or ttl < self.dest_hop):
+            self.dest_hop = ttl
+        if unreachable and (not self.stop_hop or ttl < self.stop_hop):
+            self.stop_hop = ttl
+
+    def result(self, finished_at: float) -> MtrResult:
+        answered = [ttl for ttl, h in self.hops.items() if h[1]]
+        last = self.dest_hop or self.stop_hop or max(answered, default=0)
+        hops = []
+        for ttl in range(1, last + 1):
+            sent, received, rtts, addresses = self.hops.get(ttl, [0, 0, [], {}])
+            address = max(addresses, key=addresses.get) if addresses else "*"
+            hops.append(
+                Hop(
+                    hop=ttl,
+                    address=address,
+                    sent=sent,
+                    received=received,
+                    loss_ratio=1 - received / sent if sent else 1.0,
+                    rtt_seconds=statistics.median(rtts) if rtts else None,
+                )
+            )
+        path = "|".join(h.address for h in hops) + ("" if self.dest_hop else "|-")
+        return MtrResult(tuple(hops), bool(self.dest_hop), hashlib.sha1(path.encode()).hexdigest()[:12], finished_at)
+
+
+def percentiles(values: list[float], prefix: str) -> dict:
+    """Exact median and p99 (nearest rank) of the samples, not interpolated from buckets."""
+    if not values:
+        return {f"{prefix}_median_seconds": None, f"{prefix}_p99_seconds": None}
+    values = sorted(values)
+    # Samples are stored as float32: round to the nanosecond so the JSON shows no conversion noise.
+    return {
+        f"{prefix}_median_seconds": round(statistics.median(values), 9),
+        f"{prefix}_p99_seconds": round(values[math.ceil(0.99 * len(values)) - 1], 9),
+    }

@@ -1,0 +1,116 @@
+"""ICMP echo through one socket per family: loopback v4 and v6, raw and datagram sockets, kernel timestamps,
+and replies that must not count (corrupt payloads, other identifiers, unknown sequences, wrong senders)."""
+
+import sys
+import time
+
+import yaml
+from infra_obs_probe.series import Target
+
+from .probe_lab import base_config, free_port, wait_for
+
+FAST = {"interval": 0.05, "timeout": 0.5, "window": 30, "tcp": {"enabled": False}, "mtr": {"enabled": False}}
+
+
+def test_loopback_v4_and_v6_all_answered_with_kernel_timestamps(prober):
+    targets = [Target("h2", "127.0.0.2", 4), Target("h3", "127.0.0.3", 4), Target("h6", "::1", 6)]
+    p = prober(targets, **FAST)
+    time.sleep(1.5)
+    assert p.socket_modes == {4: "raw", 6: "raw"}  # ping_group_range excludes root here
+    now = time.monotonic()
+    assert len(p.snapshot.icmp) == 3
+    for s in p.snapshot.icmp:
+        summary = s.summary(now - 0.6, 30)  # leave out probes that may still be in flight
+        assert summary["sent"] >= 15, summary
+        assert summary["received"] == summary["sent"], (s.target.address, summary)
+        assert summary["loss_ratio"] == 0.0
+        assert 0 < summary["rtt_median_seconds"] < 0.001, summary
+        assert summary["rtt_median_seconds"] <= summary["rtt_p99_seconds"] < 0.05
+        assert sum(s.rtt.counts) == s.received and s.corrupt == 0
+    assert p.clock_fallbacks == 0  # every RTT came from a kernel receive stamp
+    assert sum(p.skipped.values()) == 0
+
+
+def test_rtt_falls_back_to_the_monotonic_pair_when_the_realtime_clock_moved(prober):
+    p = prober([], **FAST)
+    send_real, send_mono = 1_000_000_000_000, 5_000_000
+    assert p._rtt(send_real + 40_000, send_real, send_mono + 55_000, send_mono) == 40e-6
+    assert p.clock_fallbacks == 0
+    # realtime stepped back during the probe: the kernel stamp is before the send
+    assert p._rtt(send_real - 3_000_000, send_real, send_mono + 55_000, send_mono) == 55e-6
+    # realtime stepped forward by a second
+    assert p._rtt(send_real + 1_000_000_000, send_real, send_mono + 55_000, send_mono) == 55e-6
+    assert p.clock_fallbacks == 2
+
+
+def test_datagram_sockets_in_a_namespace_that_allows_them(netns, exporter):
+    ns = netns()
+    ns.sysctl("net.ipv4.ping_group_range", "0 2147483647")
+    port = free_port()
+    config = base_config(port, **FAST)
+    config["icmp"]["socket"] = "dgram"
+    config["targets"]["static"] = [
+        {"name": "h2", "address": "127.0.0.2"},
+        {"name": "h6", "address": "::1"},
+    ]
+    e = exporter(config, ns)
+    time.sleep(1.5)
+    assert e.sample("infra_obs_probe_icmp_socket_info", family="ipv4", type="dgram") == 1
+    assert e.sample("infra_obs_probe_icmp_socket_info", family="ipv6", type="dgram") == 1
+    for target in ("127.0.0.2", "::1"):
+        icmp = e.path(target)["icmp"]
+        assert icmp["sent"] >= 15 and icmp["received"] == icmp["sent"], icmp
+        assert 0 < icmp["rtt_median_seconds"] < 0.001
+    assert e.sample("infra_obs_probe_rtt_clock_fallbacks_total") == 0
+
+
+def test_corrupt_and_foreign_replies_are_not_counted(netns, exporter):
+    ns = netns()
+    responder = ns.responder("--decoys-to=127.0.0.2", "--corrupt-to=127.0.0.3")
+    try:
+        config = base_config(free_port(), **FAST)
+        config["icmp"]["socket"] = "raw"
+        config["targets"]["static"] = [
+            {"name": "good", "address": "127.0.0.2"},
+            {"name": "bad", "address": "127.0.0.3"},
+        ]
+        e = exporter(config, ns)
+        time.sleep(1.5)
+        good, bad = e.path("127.0.0.2")["icmp"], e.path("127.0.0.3")["icmp"]
+        # every good probe drew three decoys first, none of which counted
+        assert good["sent"] >= 15 and good["received"] == good["sent"], good
+        for reason in ("foreign_identifier", "unknown_sequence", "wrong_address"):
+            assert e.sample("infra_obs_probe_unmatched_replies_total", reason=reason) >= good["sent"], reason
+        # every bad reply was corrupt: counted as such, and as lost
+        assert bad["sent"] >= 15 and bad["received"] == 0 and bad["loss_ratio"] == 1.0, bad
+        assert bad["corrupt_total"] >= bad["sent"]
+        assert e.sample("infra_obs_probe_corrupt_replies_total", target="127.0.0.3") >= bad["sent"]
+        assert e.sample("infra_obs_probe_corrupt_replies_total", target="127.0.0.2") == 0
+        assert e.sample("infra_obs_probe_received_total", target="127.0.0.3", probe="icmp") == 0
+    finally:
+        responder.kill()
+        responder.wait()
+
+
+def test_probes_are_spread_over_the_interval(prober):
+    targets = [Target(f"h{i}", f"127.0.1.{i}", 4) for i in range(1, 41)]
+    p = prober(targets, interval=0.4, timeout=0.3, tcp={"enabled": False}, mtr={"enabled": False})
+    wait_for(lambda: len(p.snapshot.icmp) == 40, 2, what="40 paths")
+    phases = sorted(s.phase / 1e9 for s in p.snapshot.icmp)
+    gaps = [b - a for a, b in zip(phases, [*phases[1:], phases[0] + 0.4], strict=True)]
+    # golden-ratio slots: no two start times closer than a third of the even spacing, no gap over twice of it
+    assert min(gaps) > 0.4 / 40 / 3 and max(gaps) < 0.4 / 40 * 2.5, gaps
+    wait_for(lambda: sum(p.lag.counts) >= 200, 5, what="200 probes")
+    assert p.lag.sum / sum(p.lag.counts) < 0.01  # mean lag well under the 10 ms spacing
+
+
+def test_no_icmp_socket_is_a_clear_startup_error(netns, tmp_path):
+    ns = netns()  # ping_group_range here is the kernel default "1 0": no datagram ICMP sockets for anyone
+    config = base_config(free_port(), **FAST)
+    config["icmp"]["socket"] = "dgram"
+    path = tmp_path / "probe.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = ns.run(sys.executable, "-m", "infra_obs_probe", "--config", str(path), check=False)
+    assert result.returncode == 1
+    assert "no ICMPv4 socket (dgram: Permission denied)" in result.stderr
+    assert "ping_group_range" in result.stderr and "CAP_NET_RAW" in result.stderr
