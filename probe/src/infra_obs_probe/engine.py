@@ -321,11 +321,25 @@ class Prober:
         nxt = now + 1_000_000_000
         if self._heap:
             nxt = min(nxt, self._heap[0][0] - EARLY_NS)
+        # Timeout entries of answered probes stay queued (a reply only removes the pending entry); drop them from
+        # the head first, or the loop would wake once more per probe for nothing.
         for fam in self._families.values():
-            if fam and fam.timeouts:
-                nxt = min(nxt, fam.timeouts[0][0])
-        if self._tcp_timeouts:
-            nxt = min(nxt, self._tcp_timeouts[0][0])
+            if fam is None:
+                continue
+            timeouts, pending = fam.timeouts, fam.pending
+            while timeouts:
+                entry = pending.get(timeouts[0][1])
+                if entry is not None and entry[0] == timeouts[0][2]:
+                    nxt = min(nxt, timeouts[0][0])
+                    break
+                timeouts.popleft()
+        timeouts = self._tcp_timeouts
+        while timeouts:
+            entry = self._tcp.get(timeouts[0][1])
+            if entry is not None and entry[1] is timeouts[0][2]:
+                nxt = min(nxt, timeouts[0][0])
+                break
+            timeouts.popleft()
         return max(0.0, (nxt - now) / 1e9)
 
     def _take_update(self) -> None:
