@@ -9,9 +9,9 @@ VENV := $(INFRA_OBS_CACHE)/venv
 export PATH := $(VENV)/bin:$(INFRA_OBS_CACHE)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION := collections/ansible_collections/infra/obs
-MOLECULE_SCENARIOS := observability whitelist
+MOLECULE_SCENARIOS := probe whitelist
 
-.PHONY: setup demo test lint unit molecule bench-whitelist store-up store-down lab-up lab-down clean
+.PHONY: setup demo test lint unit molecule bench-whitelist bench-probe store-up store-down lab-up lab-down clean
 
 setup:
 	scripts/setup-host.sh
@@ -56,5 +56,9 @@ test: lint unit molecule
 # Benchmarks compare with their peer in one run and print ratios; they are not part of `make test`.
 bench-whitelist: setup
 	python bench/whitelist/run.py
+
+# bench/probe fetches smokeping_prober itself (scripts/fetch-smokeping-prober.sh).
+bench-probe: setup
+	python bench/probe/run.py
 
 clean: lab-down store-down

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections import defaultdict
 
+import requests
 from labinfo import active_targets, container_ip, wait_for
 
 INVENTORY = "inventories/lab/hosts.yml"
@@ -70,6 +71,47 @@ def registered_instances(container: str) -> int:
     )
 
 
+def prometheus_query(url: str, expr: str) -> list[dict]:
+    response = requests.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
+    response.raise_for_status()
+    return response.json()["data"]["result"]
+
+
+def probe_mesh(lab: dict, url: str) -> bool:
+    """The probe mesh as Prometheus sees it: every ordered pair of probe nodes measured, and loss by AZ pair."""
+    hostvars = lab["_meta"]["hostvars"]
+    nodes = sorted(set(all_hosts(lab, "probe_nodes")))
+    expected = len(nodes) * (len(nodes) - 1)
+
+    def measured():
+        pairs = prometheus_query(url, 'count by (node, dst_host) (infra_obs_probe_received_total{probe="icmp"} > 0)')
+        return len(pairs) >= expected and pairs
+
+    pairs = wait_for(measured, 90) or []
+    print(f"\nProbe mesh: {len(pairs)} of {expected} source -> destination pairs measured in Prometheus")
+    loss = prometheus_query(
+        url,
+        '1 - sum by (src_az, dst_az) (increase(infra_obs_probe_received_total{probe="icmp"}[2m]))'
+        ' / sum by (src_az, dst_az) (increase(infra_obs_probe_sent_total{probe="icmp"}[2m]))',
+    )
+    cells = {(r["metric"]["src_az"], r["metric"]["dst_az"]): float(r["value"][1]) for r in loss}
+    azs = sorted({az for pair in cells for az in pair})
+    print("ICMP loss over 2 min, source AZ (rows) x destination AZ (columns):")
+    print(f"  {'':<15}" + "".join(f"{az:>15}" for az in azs))
+    for src in azs:
+        row = "".join(f"{cells[(src, dst)]:>15.3f}" if (src, dst) in cells else f"{'-':>15}" for dst in azs)
+        print(f"  {src:<15}{row}")
+    page = hostvars[nodes[0]]["lab_ipv4"]
+    print(f"Matrix page: http://{page}:9427/matrix  (JSON: /matrix.json; one node's own numbers: /paths.json)")
+    return len(pairs) >= expected
+
+
+def all_hosts(lab: dict, group: str) -> list[str]:
+    """The hosts of an inventory group, its children's included."""
+    entry = lab.get(group, {})
+    return entry.get("hosts", []) + [h for child in entry.get("children", []) for h in all_hosts(lab, child)]
+
+
 def main() -> int:
     lab = inventory()
     container = lab["_meta"]["hostvars"][lab["prometheus"]["hosts"][0]]["ansible_host"]
@@ -98,10 +140,13 @@ def main() -> int:
     complete = len(targets) == expected and all(t["health"] == "up" for t in targets)
     if not complete:
         print("\nnot every registered instance is discovered and up after 90 s; see above", file=sys.stderr)
+    mesh_ok = probe_mesh(lab, url)
+    if not mesh_ok:
+        print("\nnot every pair of probe nodes is measured after 90 s; see above", file=sys.stderr)
     whitelist_ok = whitelist_requests(lab)
     if not whitelist_ok:
         print("\nthe whitelist proxy did not answer 200 and 403 as its rules say; see above", file=sys.stderr)
-    return 0 if complete and whitelist_ok else 1
+    return 0 if complete and mesh_ok and whitelist_ok else 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ source "$(dirname "$0")/lib.sh"
 "$REPO_ROOT/scripts/fetch-deb.sh" "$(lab_var consul_deb_suite)" consul "$(lab_var consul_deb_version)"
 "$REPO_ROOT/scripts/build-prometheus.sh"
 "$REPO_ROOT/scripts/fetch-grafana-schema.sh" >/dev/null
+"$REPO_ROOT/scripts/build-probe-wheelhouse.sh"
 
 # The same promtool as the servers run, for `promtool check` and `promtool test rules` on the controller.
 version=$(lab_var prometheus_version)

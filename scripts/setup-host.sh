@@ -6,9 +6,9 @@ source "$(dirname "$0")/lib.sh"
 
 # netavark + aardvark-dns give lab networks DNS, so hosts find each other by container name.
 # nginx: the whitelist tests run the real thing on loopback, with their own config (no service is started).
-# wrk: the whitelist benchmark's load generator.
+# wrk: the whitelist benchmark's load generator. chromium: the probe matrix page's browser test (Playwright).
 packages=(podman runc netavark aardvark-dns debootstrap uidmap iptables curl ca-certificates jq git make nginx libnginx-mod-stream
-  wrk)
+  wrk chromium)
 # npm fetches Grafana's dashboard schema; machines of this kind come with Node.js 20, Debian's is the fallback.
 command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()

@@ -5,6 +5,7 @@ and `promtool check config` (the lab's Prometheus)."""
 import json
 import pathlib
 import shutil
+import sys
 
 import pytest
 import yaml
@@ -176,3 +177,49 @@ def test_prometheus_installs_every_rule_file_the_roles_ship(playbook):
     shipped = sorted(str(p) for p in REPO.glob("roles/*/files/rules/*.rules.yml"))
     assert {"infra_obs_core.rules.yml", "nginx_whitelist.rules.yml"} <= {pathlib.Path(p).name for p in shipped}
     assert [str(pathlib.Path(p).resolve()) for p in listed] == [*shipped, "/dev/null"]
+
+
+@pytest.fixture
+def probe_prefix(tmp_path):
+    """A stand-in for the role's virtualenv: bin/infra-obs-probe runs the exporter from probe/src."""
+    version = yaml.safe_load((REPO / "roles/probe_exporter/defaults/main.yml").read_text())["probe_exporter_version"]
+    binary = tmp_path / "prefix" / version / "bin" / "infra-obs-probe"
+    binary.parent.mkdir(parents=True)
+    binary.write_text(f'#!/bin/sh\nPYTHONPATH={REPO}/probe/src exec {sys.executable} -m infra_obs_probe "$@"\n')
+    binary.chmod(0o755)
+    return tmp_path / "prefix"
+
+
+def probe_config(playbook, tmp_path, prefix, *extra_vars):
+    return run_role_task(
+        playbook,
+        tmp_path,
+        "probe_exporter",
+        "configure.yml",
+        "Write the exporter config",
+        f"probe_exporter_prefix={prefix}",
+        "probe_exporter_wheelhouse_url=http://mirror.invalid/w.tar.gz",
+        *extra_vars,
+    )
+
+
+def test_role_installs_the_version_the_package_declares():
+    init = (REPO / "probe/src/infra_obs_probe/__init__.py").read_text()
+    defaults = yaml.safe_load((REPO / "roles/probe_exporter/defaults/main.yml").read_text())
+    assert f'__version__ = "{defaults["probe_exporter_version"]}"' in init
+
+
+def test_probe_config_passes_the_exporters_own_check(playbook, tmp_path, probe_prefix):
+    dest, run = probe_config(playbook, tmp_path, probe_prefix)
+    assert run.rc == 0, run.output
+    config = yaml.safe_load(dest.read_text())
+    assert config["source"] == {"name": "mon", "region": "eu-central-1", "az": "eu-central-1a"}
+    assert config["register"]["address"] == "192.0.2.10"
+    assert config["targets"]["consul"]["service"] == "infra-obs-probe"
+
+
+def test_probe_config_with_a_bad_value_is_refused_naming_the_key(playbook, tmp_path, probe_prefix):
+    dest, run = probe_config(playbook, tmp_path, probe_prefix, "probe_exporter_mtr_max_hops=0")
+    assert run.rc != 0
+    assert "mtr.max_hops" in run.output and "(got 0)" in run.output, run.output
+    assert not dest.exists()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import requests
 import yaml
 
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -22,7 +23,7 @@ DISCOVERY_TIMEOUT = 60
 
 @pytest.fixture(scope="module")
 def prometheus():
-    return f"http://{container_ip('infraobs-mol-obs-prom')}:9090"
+    return f"http://{container_ip('infraobs-mol-probe-prom')}:9090"
 
 
 def node_exporter_targets(prometheus_url):
@@ -34,7 +35,7 @@ def consul_catalog(service):
         [
             "podman",
             "exec",
-            "infraobs-mol-obs-consul",
+            "infraobs-mol-probe-consul",
             "curl",
             "-sf",
             f"http://127.0.0.1:8500/v1/catalog/service/{service}",
@@ -51,10 +52,10 @@ def run_playbook(*args):
 
 
 UNITS = {
-    "infraobs-mol-obs-consul": ["consul", "prometheus-node-exporter"],
-    "infraobs-mol-obs-prom": ["consul", "prometheus-node-exporter", "prometheus"],
-    "infraobs-mol-obs-node1": ["consul", "prometheus-node-exporter"],
-    "infraobs-mol-obs-node2": ["consul", "prometheus-node-exporter"],
+    "infraobs-mol-probe-consul": ["consul", "prometheus-node-exporter", "infra-obs-probe"],
+    "infraobs-mol-probe-prom": ["consul", "prometheus-node-exporter", "prometheus", "infra-obs-probe"],
+    "infraobs-mol-probe-node1": ["consul", "prometheus-node-exporter", "infra-obs-probe"],
+    "infraobs-mol-probe-node2": ["consul", "prometheus-node-exporter", "infra-obs-probe"],
 }
 
 
@@ -99,7 +100,7 @@ def test_prometheus_scrapes_itself_through_consul(prometheus):
 
 
 def test_changed_meta_reports_changed_and_takes_effect(prometheus):
-    node = "infraobs-mol-obs-node1"
+    node = "infraobs-mol-probe-node1"
     stats = run_playbook("--limit", node, "-e", "node_exporter_team=payments")
     assert stats[node]["changed"] > 0
 
@@ -114,7 +115,7 @@ def test_changed_meta_reports_changed_and_takes_effect(prometheus):
 
 
 def test_deregistered_exporter_disappears_and_returns(prometheus):
-    node = "infraobs-mol-obs-node2"
+    node = "infraobs-mol-probe-node2"
     stats = run_playbook("--limit", node, "-e", "node_exporter_consul_state=absent")
     assert stats[node]["changed"] > 0
     assert wait_for(lambda: node not in node_exporter_targets(prometheus), DISCOVERY_TIMEOUT)
@@ -123,3 +124,18 @@ def test_deregistered_exporter_disappears_and_returns(prometheus):
     stats = run_playbook("--limit", node)
     assert stats[node]["changed"] > 0
     assert wait_for(lambda: node in node_exporter_targets(prometheus), DISCOVERY_TIMEOUT)
+
+
+def test_prometheus_evaluates_every_rule_group_the_roles_ship(prometheus):
+    shipped = {
+        group["name"]
+        for path in PROJECT.glob("roles/*/files/rules/*.rules.yml")
+        for group in yaml.safe_load(path.read_text())["groups"]
+    }
+
+    def loaded():
+        return requests.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+
+    # Each rule has been evaluated once ("unknown" before) and without error.
+    assert wait_for(lambda: all(r["health"] == "ok" for g in loaded() for r in g["rules"]), 60), loaded()
+    assert shipped <= {group["name"] for group in loaded()}
