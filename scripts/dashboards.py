@@ -7,6 +7,7 @@ import pathlib
 import re
 
 import requests
+from labinfo import prometheus_query
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CACHE = pathlib.Path(os.environ.get("INFRA_OBS_CACHE", "/var/cache/infra-obs"))
@@ -76,8 +77,6 @@ def queries_without_data(prometheus_url: str, path: pathlib.Path, values: dict[s
             empty.append((name, f"label_values({selector}, {label})"))
     for title, expr in queries(dashboard):
         query = instantiate(expr, values)
-        response = requests.get(f"{prometheus_url}/api/v1/query", params={"query": query}, timeout=10)
-        response.raise_for_status()
-        if not response.json()["data"]["result"]:
+        if not prometheus_query(prometheus_url, query):
             empty.append((title, query))
     return empty

@@ -6,8 +6,7 @@ import subprocess
 import sys
 from collections import defaultdict
 
-import requests
-from labinfo import active_targets, container_ip, wait_for
+from labinfo import active_targets, container_ip, prometheus_query, wait_for
 
 INVENTORY = "inventories/lab/hosts.yml"
 
@@ -69,12 +68,6 @@ def registered_instances(container: str) -> int:
         for name, tags in services.items()
         if "metrics" in tags
     )
-
-
-def prometheus_query(url: str, expr: str) -> list[dict]:
-    response = requests.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
-    response.raise_for_status()
-    return response.json()["data"]["result"]
 
 
 def probe_mesh(lab: dict, url: str) -> bool:

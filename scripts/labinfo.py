@@ -27,6 +27,13 @@ def active_targets(prometheus_url: str) -> list[dict]:
     return response.json()["data"]["activeTargets"]
 
 
+def prometheus_query(prometheus_url: str, expr: str) -> list[dict]:
+    """The result vector of an instant query."""
+    response = requests.get(f"{prometheus_url}/api/v1/query", params={"query": expr}, timeout=10)
+    response.raise_for_status()
+    return response.json()["data"]["result"]
+
+
 def wait_for(predicate, timeout: float, interval: float = 2.0):
     """Call predicate until it returns something truthy or timeout seconds pass; return its last value."""
     deadline = time.monotonic() + timeout

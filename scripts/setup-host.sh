@@ -6,9 +6,10 @@ source "$(dirname "$0")/lib.sh"
 
 # netavark + aardvark-dns give lab networks DNS, so hosts find each other by container name.
 # nginx: the whitelist tests run the real thing on loopback, with their own config (no service is started).
+# iproute2, procps: tests/probe makes network namespaces (ip netns) and sets sysctls in them.
 # wrk: the whitelist benchmark's load generator. chromium: the probe matrix page's browser test (Playwright).
 packages=(podman runc netavark aardvark-dns debootstrap uidmap iptables curl ca-certificates jq git make nginx libnginx-mod-stream
-  wrk chromium)
+  iproute2 procps wrk chromium)
 # npm fetches Grafana's dashboard schema; machines of this kind come with Node.js 20, Debian's is the fallback.
 command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()

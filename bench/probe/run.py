@@ -487,9 +487,12 @@ class DelayResult:
         return [abs(m - self.wire[key]) for key, m in self.medians.items() if key in self.wire]
 
 
-def read_line(pipe, timeout: float) -> str:
-    ready, _, _ = select.select([pipe], [], [], timeout)
-    return pipe.readline().decode(errors="replace").strip() if ready else ""
+def await_ready(process: Process, failure: str) -> None:
+    """Wait up to 10 s for the child to print "ready" on its stdout; fail with its log otherwise."""
+    ready, _, _ = select.select([process.popen.stdout], [], [], 10)
+    if not ready or process.popen.stdout.readline().decode(errors="replace").strip() != "ready":
+        process.check()
+        raise BenchFailure(f"{failure}:\n{process.tail()}")
 
 
 def delay_test(args: argparse.Namespace, workdir: Path, smokeping: str | None, meta: dict) -> list[DelayResult]:
@@ -510,9 +513,7 @@ def delay_test(args: argparse.Namespace, workdir: Path, smokeping: str | None, m
             stdout=subprocess.PIPE,
         )
         stack.callback(holder.popen.stdin.close)
-        if read_line(holder.popen.stdout, 10) != "ready":
-            holder.check()
-            raise BenchFailure(f"could not set up the network namespace:\n{holder.tail()}")
+        await_ready(holder, "could not set up the network namespace")
         netns = f"/proc/{holder.pid}/ns/net"
         inside = subprocess.run(
             ["nsenter", f"--net={netns}", "--", "sysctl", "-n", "net.ipv4.icmp_echo_ignore_all"],
@@ -543,9 +544,7 @@ def delay_test(args: argparse.Namespace, workdir: Path, smokeping: str | None, m
             holder.watchdog.interval,
             stdout=subprocess.PIPE,
         )
-        if read_line(responder.popen.stdout, 10) != "ready":
-            responder.check()
-            raise BenchFailure(f"icmp_delay_responder did not get ready:\n{responder.tail()}")
+        await_ready(responder, "icmp_delay_responder did not get ready")
         progress(f"delay test: namespace {netns}, responder holding replies to 127.0.0.1 for {args.delay * 1e3:g} ms")
         meta["responder"] = "run with real-time priority, chrt --fifo 10" if chrt else "run at normal priority"
         window = max(60.0, args.warmup + args.delay_window + 10)
@@ -562,9 +561,7 @@ def delay_test(args: argparse.Namespace, workdir: Path, smokeping: str | None, m
                         holder.watchdog.interval,
                         stdout=subprocess.PIPE,
                     )
-                    if read_line(wire.popen.stdout, 10) != "ready":
-                        wire.check()
-                        raise BenchFailure(f"wire_rtt.py did not get ready:\n{wire.tail()}")
+                    await_ready(wire, "wire_rtt.py did not get ready")
                     run = measure(launch, addresses, args, workdir, args.delay_window)
                     wire.watchdog.cancel()
                     wire.popen.terminate()

@@ -18,7 +18,7 @@ SCENARIO = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "scripts"))
 
 from dashboards import queries_without_data  # noqa: E402
-from labinfo import container_ip, molecule_playbook, wait_for  # noqa: E402
+from labinfo import container_ip, molecule_playbook, prometheus_query, wait_for  # noqa: E402
 
 PREFIX = "infraobs-mol-probe-"
 HOSTS = [f"{PREFIX}{name}" for name in ("consul", "prom", "node1", "node2")]
@@ -50,10 +50,6 @@ def prometheus():
     return f"http://{container_ip(f'{PREFIX}prom')}:9090"
 
 
-def query(prometheus, expr):
-    return requests.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=5).json()["data"]["result"]
-
-
 def test_exporter_runs_unprivileged_with_only_cap_net_raw(host):
     (process,) = host.process.filter(user="infra-obs-probe", comm="infra-obs-probe")
     status = dict(line.split(":\t", 1) for line in host.file(f"/proc/{process.pid}/status").content_string.splitlines())
@@ -77,12 +73,12 @@ def test_every_probe_finds_every_peer_through_consul_on_both_families():
 
 def test_prometheus_sees_the_mesh_with_placement(prometheus):
     def pairs():
-        result = query(prometheus, 'count by (node, dst_host) (infra_obs_probe_sent_total{probe="icmp"})')
+        result = prometheus_query(prometheus, 'count by (node, dst_host) (infra_obs_probe_sent_total{probe="icmp"})')
         return {(r["metric"]["node"], r["metric"]["dst_host"]) for r in result}
 
     expected = {(a, b) for a in HOSTS for b in HOSTS if a != b}
     assert wait_for(lambda: pairs() >= expected, 90), pairs()
-    (series,) = query(
+    (series,) = prometheus_query(
         prometheus,
         f'infra_obs_probe_sent_total{{node="{PREFIX}prom", dst_host="{PREFIX}consul", probe="icmp", target!~".*:.*"}}',
     )
@@ -115,11 +111,13 @@ def test_known_delay_shows_as_the_median_within_a_millisecond():
 
 def test_tcp_probe_to_a_closed_port_reports_refused(prometheus):
     def refused():
-        return query(prometheus, 'infra_obs_probe_tcp_outcomes_total{outcome="refused"} > 0')
+        return prometheus_query(prometheus, 'infra_obs_probe_tcp_outcomes_total{outcome="refused"} > 0')
 
-    assert wait_for(refused, 60), query(prometheus, "infra_obs_probe_tcp_outcomes_total")
+    assert wait_for(refused, 60), prometheus_query(prometheus, "infra_obs_probe_tcp_outcomes_total")
     # And the peers' own exporter ports answer.
-    ok = query(prometheus, f'infra_obs_probe_tcp_outcomes_total{{outcome="ok", dst_host="{PREFIX}node2"}} > 0')
+    ok = prometheus_query(
+        prometheus, f'infra_obs_probe_tcp_outcomes_total{{outcome="ok", dst_host="{PREFIX}node2"}} > 0'
+    )
     assert ok
 
 
@@ -181,7 +179,7 @@ def test_injected_loss_shows_toward_that_host_only(lossy_host):
 
 def test_the_alerts_name_the_lossy_host_and_nothing_else(prometheus, lossy_host):
     def localising():
-        return query(prometheus, 'ALERTS{alertname=~"InfraObsProbe(Destination|Source|Path)(AZ)?Loss"}')
+        return prometheus_query(prometheus, 'ALERTS{alertname=~"InfraObsProbe(Destination|Source|Path)(AZ)?Loss"}')
 
     named = wait_for(
         lambda: [a for a in localising() if a["metric"]["alertname"] == "InfraObsProbeDestinationLoss"], 90

@@ -7,13 +7,12 @@ import pathlib
 import sys
 
 import pytest
-import requests
 import testinfra
 
 sys.path.insert(0, str(pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "scripts"))
 
 from dashboards import REPO, queries_without_data
-from labinfo import active_targets, container_ip, molecule_playbook, wait_for
+from labinfo import active_targets, container_ip, molecule_playbook, prometheus_query, wait_for
 
 PROXY = "infraobs-mol-wl-proxy"
 # What a team runs to roll out a whitelist change (converge also deploys the observability core).
@@ -100,20 +99,14 @@ def test_denials_are_counted_in_prometheus_through_consul(hosts, proxy_ip):
     ), active_targets(prometheus)
 
     def denied_web():
-        response = requests.get(
-            f"{prometheus}/api/v1/query",
-            params={"query": 'infra_obs_whitelist_requests_total{backend="web", decision="denied"}'},
-            timeout=5,
-        ).json()["data"]["result"]
-        return float(response[0]["value"][1]) if response else 0.0
+        result = prometheus_query(prometheus, 'infra_obs_whitelist_requests_total{backend="web", decision="denied"}')
+        return float(result[0]["value"][1]) if result else 0.0
 
     before = denied_web()
     for _ in range(5):
         assert http_status(hosts["client-b"], proxy_ip) == "403"
     assert wait_for(lambda: denied_web() >= before + 5, 60), denied_web()
-    (series,) = requests.get(
-        f"{prometheus}/api/v1/query", params={"query": 'nginx_up{job="nginx-exporter"}'}, timeout=5
-    ).json()["data"]["result"]
+    (series,) = prometheus_query(prometheus, 'nginx_up{job="nginx-exporter"}')
     assert series["value"][1] == "1"
     assert (series["metric"]["region"], series["metric"]["az"]) == ("eu-central-1", "eu-central-1a")
 
