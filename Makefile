@@ -49,7 +49,7 @@ unit: store-up
 
 molecule: store-up
 	scripts/lab.sh clean infraobs-mol-
-	for scenario in $(MOLECULE_SCENARIOS); do molecule test -s $$scenario; done
+	for scenario in $(MOLECULE_SCENARIOS); do scripts/molecule-test.sh $$scenario; done
 
 test: lint unit molecule
 

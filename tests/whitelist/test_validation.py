@@ -2,10 +2,12 @@
 compiles nothing when there is any error."""
 
 import copy
+import ipaddress
 
 import pytest
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import (
     WhitelistError,
+    _parse,
     access_diff,
     compile_nginx,
     load,
@@ -130,6 +132,18 @@ def test_duplicate_names_across_files_name_both_files():
     assert "also defined in a.yml" in problem.why
 
 
+@pytest.mark.parametrize("settings_first", [True, False])
+def test_trusted_proxies_are_judged_by_the_broad_prefix_of_any_file(settings_first):
+    proxies = ("proxies.yml", {"settings": {"trusted_proxies": ["10.1.0.0/16"]}})
+    stricter = ("settings.yml", {"settings": {"broad_prefix_v4": 16}})
+    documents = [stricter, proxies] if settings_first else [proxies, stricter]
+    with pytest.raises(WhitelistError) as caught:
+        load([("w.yml", GOOD), *documents])
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.key, problem.value) == ("proxies.yml", "settings.trusted_proxies[0]", "10.1.0.0/16")
+    assert "narrower than /16" in problem.why
+
+
 def test_broad_range_passes_when_the_rule_allows_it():
     data = mutate(["groups", "vpn", "cidrs", 0], "0.0.0.0/0")
     for rule in data["rules"]:
@@ -239,3 +253,53 @@ def test_fuzzed_input_is_refused_cleanly_or_accepted(path, value):
         assert all(p.file == "fuzz.yml" and p.key and p.why for p in error.problems)
     else:
         assert set(compile_nginx(whitelist)) == {"http.conf", "stream.conf"}
+
+
+def _reference(cidr: str, strict: bool):
+    try:
+        network = ipaddress.ip_network(cidr, strict)
+    except ValueError:
+        return "refused"
+    return (network.version, int(network.network_address), network.prefixlen, str(network))
+
+
+def _ours(cidr: str, strict: bool):
+    try:
+        return tuple(_parse(cidr, strict))
+    except ValueError:
+        return "refused"
+
+
+@st.composite
+def cidr_texts(draw):
+    """Valid and broken CIDRs as people write them: any prefix, host bits, upper case, exploded or embedded-IPv4
+    IPv6, leading zeros, stray characters."""
+    version = draw(st.sampled_from([4, 6]))
+    bits = 32 if version == 4 else 128
+    value = draw(st.integers(0, (1 << bits) - 1))
+    prefix = draw(st.integers(0, bits + 1))
+    if draw(st.booleans()):  # half of them without host bits
+        value &= ~((1 << (bits - min(prefix, bits))) - 1)
+    address = ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value)
+    text = draw(
+        st.sampled_from(
+            [str(address), address.exploded, str(address).upper(), f"::{address}" if version == 4 else str(address)]
+        )
+    )
+    prefix_text = draw(st.sampled_from([str(prefix), f"0{prefix}", f"+{prefix}", f" {prefix}", ""]))
+    return f"{text}/{prefix_text}" if prefix_text else text
+
+
+@settings(max_examples=3000, deadline=None)
+@given(cidr_texts(), st.booleans())
+def test_fast_parser_agrees_with_ipaddress(cidr, strict):
+    assert _ours(cidr, strict) == _reference(cidr, strict)
+
+
+@pytest.mark.parametrize(
+    "cidr",
+    ["1.2.3.4", "10.0.0.0/08", "01.2.3.4/32", "1.2.3.4/33", "::ffff:1.2.3.0/120", "::1.2.3.4/128", "2001:DB8::/32"],
+)
+def test_fast_parser_agrees_with_ipaddress_on_edge_cases(cidr):
+    for strict in (True, False):
+        assert _ours(cidr, strict) == _reference(cidr, strict)
