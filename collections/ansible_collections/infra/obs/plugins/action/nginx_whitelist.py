@@ -10,9 +10,9 @@ import json
 import os
 import tempfile
 
-import yaml
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible_collections.infra.obs.plugins.plugin_utils.userdata import read_documents
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import (
     ACCESS_LOG,
     WhitelistError,
@@ -22,26 +22,6 @@ from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import (
 )
 
 ACCESS_FILE = "access.json"
-
-
-def read_documents(src: str) -> list[tuple[str, object]]:
-    """Parsed YAML of src (a file, or every *.yml/*.yaml in a directory, in name order) with each file's path."""
-    if os.path.isdir(src):
-        files = sorted(os.path.join(src, n) for n in os.listdir(src) if n.endswith((".yml", ".yaml")))
-        if not files:
-            raise AnsibleActionFail(f"{src}: no .yml or .yaml files in this directory")
-    elif os.path.isfile(src):
-        files = [src]
-    else:
-        raise AnsibleActionFail(f"{src}: no such file or directory")
-    documents = []
-    for path in files:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                documents.append((path, yaml.safe_load(handle) or {}))
-        except yaml.YAMLError as error:
-            raise AnsibleActionFail(f"{path}: not valid YAML: {error}") from error
-    return documents
 
 
 def access_lines(access: dict) -> str:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import NamedTuple
 
+from ansible_collections.infra.obs.plugins.plugin_utils.userdata import Problem, ProblemsError
+
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 UPSTREAM = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 ALLOWED_KEYS = {
@@ -61,23 +63,8 @@ class Network(NamedTuple):
         return self.text
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    key: str
-    value: object
-    why: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.value!r}: {self.why}"
-
-
-class WhitelistError(ValueError):
+class WhitelistError(ProblemsError):
     """Raised with every problem found; nothing is compiled when there is one."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 @dataclass
