@@ -3,8 +3,10 @@ and replies that must not count (corrupt payloads, other identifiers, unknown se
 
 import sys
 import time
+from itertools import pairwise
 
 import yaml
+from infra_obs_probe.engine import BATCH_MAX_NS, BATCH_PROBES
 from infra_obs_probe.series import Target
 
 from .probe_lab import base_config, free_port, wait_for
@@ -102,6 +104,27 @@ def test_probes_are_spread_over_the_interval(prober):
     assert min(gaps) > 0.4 / 40 / 3 and max(gaps) < 0.4 / 40 * 2.5, gaps
     wait_for(lambda: sum(p.lag.counts) >= 200, 5, what="200 probes")
     assert p.lag.sum / sum(p.lag.counts) < 0.01  # mean lag well under the 10 ms spacing
+
+
+def test_sends_come_in_small_batches_and_keep_each_paths_interval(prober):
+    """A wake-up costs more CPU than a probe: at 100 probes/s the loop sends a few due probes per wake-up (never a
+    burst), each path still once per interval give or take the batch window."""
+    targets = [Target(f"h{i}", f"127.0.2.{i}", 4) for i in range(1, 101)]
+    p = prober(targets, interval=1.0, timeout=0.5, window=30, tcp={"enabled": False}, mtr={"enabled": False})
+    wait_for(lambda: sum(s.ring.pos for s in p.snapshot.icmp) >= 400, 10, what="400 probes")
+    sends = {s.target.address: [s.ring.t[i % s.ring.cap] for i in range(s.ring.pos)] for s in p.snapshot.icmp}
+    times = sorted(t for path in sends.values() for t in path)
+    clusters = [1]
+    for a, b in pairwise(times):
+        if b - a < 0.005:
+            clusters[-1] += 1
+        else:
+            clusters.append(1)
+    assert max(clusters) <= 2 * BATCH_PROBES, clusters
+    assert len(times) / len(clusters) >= 2.5, f"{len(clusters)} wake-ups for {len(times)} probes"
+    window = BATCH_MAX_NS / 1e9 + 0.1 / 2  # early by up to the batch window, jittered by up to a tenth of a slot
+    gaps = [b - a for path in sends.values() for a, b in pairwise(path)]
+    assert all(abs(gap - 1.0) <= window for gap in gaps), sorted(gaps)[:3] + sorted(gaps)[-3:]
 
 
 def test_no_icmp_socket_is_a_clear_startup_error(netns, tmp_path):

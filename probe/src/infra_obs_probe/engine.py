@@ -1,5 +1,9 @@
 """The prober: one thread, one epoll loop, one ICMP socket per family, a heap of due probes.
 
+ICMP replies carry the kernel's receive stamp, so reading one later does not change its RTT: the loop reads them
+whenever it wakes anyway (to send, or at the oldest probe's deadline) instead of waking for each (half the wake-ups).
+While an MTR trace runs, replies wake the loop too, since each round follows the previous one's answers.
+
 Every path is probed once per interval. Start times are spread over the interval with a golden-ratio sequence
 (evenly, whatever the number of paths, and stable when paths come and go) and jittered by up to one slot so the
 load stays flat and unsynchronised with other probers. Nothing here allocates a thread or a coroutine per probe.
@@ -54,8 +58,13 @@ GOLDEN = (math.sqrt(5) - 1) / 2
 # A kernel receive stamp may trail our own clock reading only by reading noise; more means the realtime clock moved.
 CLOCK_SLACK_NS = 1_000_000
 MTR_ROUND_SPACING_NS = 200_000_000
-# Probes due within this much are sent in the same wake-up: fewer wake-ups at 10,000 probes/s, never late.
+# The loop wakes this much before the next due probe: select's own lateness.
 EARLY_NS = 100_000
+# A wake-up costs about 50 us of CPU on a virtual machine, more than a probe itself, so each one also sends the probes
+# due soon after: up to BATCH_PROBES at the configured rate (a few packets back to back, never a burst) and never
+# more than BATCH_MAX_NS early (each path keeps its interval on average: due times do not drift).
+BATCH_PROBES = 8
+BATCH_MAX_NS = 50_000_000
 LINGER_RESET = struct.pack("ii", 1, 0)
 SKIP_REASONS = ("in_flight", "behind")
 UNMATCHED_REASONS = ("unknown_sequence", "wrong_address", "foreign_identifier")
@@ -121,7 +130,9 @@ class Prober:
         self._epoll = select.epoll()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake, select.EPOLLIN)
+        self._icmp_epoll = select.epoll()  # the ICMP sockets: watched only while a trace runs (see the docstring)
         self._handlers: dict[int, _Family] = {}
+        self._tracing: set[MtrSeries] = set()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._apply(config, self._targets)
@@ -146,6 +157,7 @@ class Prober:
         for _s, sock, *_ in self._tcp.values():
             sock.close()
         self._epoll.close()
+        self._icmp_epoll.close()
         os.close(self._wake)
 
     def update(self, config: Config | None = None, source: str | None = None, targets: list[Target] | None = None):
@@ -181,6 +193,7 @@ class Prober:
                 s.active = False
                 if isinstance(s, MtrSeries):
                     s.trace = None
+                    self._tracing.discard(s)
         families = {s.target.family for s in wanted.values() if s.kind in (ICMP, MTR)}
         self._open_families(families, cfg.icmp.socket, reopen=cfg.icmp.socket != old.icmp.socket)
         added = [s for key, s in wanted.items() if key not in self._series]
@@ -194,9 +207,12 @@ class Prober:
                 if isinstance(s, MtrSeries):
                     s.trace = None
                     s.busy = False
+            self._tracing.clear()
         self._series = wanted
         n = {k: sum(1 for s in wanted.values() if s.kind == k) for k in KINDS}
         self._jitter_ns = {k: min(self._interval_ns[k] // 10, self._interval_ns[k] // max(n[k], 1)) for k in KINDS}
+        rate = sum(n[k] * 1e9 / self._interval_ns[k] for k in KINDS)  # probes (and traces) per second
+        self._batch_ns = min(BATCH_MAX_NS, int(BATCH_PROBES / rate * 1e9)) if rate else EARLY_NS
         now = time.monotonic_ns()
         for s in wanted.values() if rescheduled else added:
             iv = self._interval_ns[s.kind]
@@ -250,7 +266,7 @@ class Prober:
         for family in (4, 6):
             fam = self._families.get(family)
             if fam is not None and (reopen or family not in families):
-                self._epoll.unregister(fam.sock.fileno())
+                self._icmp_epoll.unregister(fam.sock.fileno())
                 self._handlers.pop(fam.sock.fileno(), None)
                 fam.sock.close()
                 # the socket counts foreign replies itself (hot path); keep its count past its life
@@ -274,7 +290,7 @@ class Prober:
                 fam.on_error = self._on_error_for(fam)
                 self.socket_modes[family] = sock.mode
                 self._handlers[sock.fileno()] = fam
-                self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLERR)
+                self._icmp_epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLERR)
                 log.info("ICMPv%d socket: %s, receive buffer %d bytes", family, sock.mode, sock.receive_buffer)
             if family not in families:
                 self.socket_modes.pop(family, None)
@@ -291,22 +307,23 @@ class Prober:
 
     def _loop(self) -> None:
         poll = self._epoll.poll
-        epoll_fd = [self._epoll.fileno()]
+        icmp_poll = self._icmp_epoll.poll
+        prompt = [self._epoll.fileno()]
+        prompt_and_icmp = [*prompt, self._icmp_epoll.fileno()]
         handlers = self._handlers
         tcp = self._tcp
         while not self._stopping:
             try:
                 wait = self._wait_seconds()
                 if wait > 0:  # select sleeps with microsecond precision, epoll only in whole milliseconds
-                    select.select(epoll_fd, [], [], wait)
-                events = poll(0, 512)
-                for fd, mask in events:
-                    fam = handlers.get(fd)
-                    if fam is not None:
-                        if mask & select.EPOLLERR:
-                            fam.sock.drain_errors(fam.on_error)
-                        fam.sock.drain(fam.on_reply, fam.on_error)
-                    elif fd == self._wake:
+                    select.select(prompt_and_icmp if self._tracing else prompt, [], [], wait)
+                for fd, mask in icmp_poll(0, 8):
+                    fam = handlers[fd]
+                    if mask & select.EPOLLERR:
+                        fam.sock.drain_errors(fam.on_error)
+                    fam.sock.drain(fam.on_reply, fam.on_error)
+                for fd, _mask in poll(0, 512):
+                    if fd == self._wake:
                         self._take_update()
                     elif fd in tcp:
                         self._tcp_event(fd)
@@ -355,7 +372,10 @@ class Prober:
         heappop = heapq.heappop
         now = time.monotonic_ns()
         lag = self.lag
-        while heap and heap[0][0] <= now + EARLY_NS:
+        batch_until = now + max(self._batch_ns, EARLY_NS)
+        while heap and heap[0][0] <= batch_until:
+            if heap[0][3] is not None and heap[0][0] > now + EARLY_NS:
+                break  # a trace's next round or deadline: on time, not with the batch
             due, _, s, trace = heappop(heap)
             if not s.active:
                 continue
@@ -554,6 +574,7 @@ class Prober:
     def _start_trace(self, s: MtrSeries) -> None:
         s.busy = True
         s.trace = Trace(self.config.mtr.max_hops)
+        self._tracing.add(s)
         self._mtr_step(s, s.trace)
 
     def _mtr_step(self, s: MtrSeries, trace: Trace) -> None:
@@ -575,3 +596,4 @@ class Prober:
         s.traces += 1
         s.trace = None
         s.busy = False
+        self._tracing.discard(s)
