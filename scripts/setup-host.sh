@@ -8,8 +8,9 @@ source "$(dirname "$0")/lib.sh"
 # nginx: the whitelist tests run the real thing on loopback, with their own config (no service is started).
 # iproute2, procps: tests/probe makes network namespaces (ip netns) and sets sysctls in them.
 # wrk: the whitelist benchmark's load generator. chromium: the probe matrix page's browser test (Playwright).
+# openjdk-17-jre-headless, maven: Kafka and MirrorMaker 2 from Maven Central's jars (scripts/fetch-kafka.sh).
 packages=(podman runc netavark aardvark-dns debootstrap uidmap iptables curl ca-certificates jq git make nginx libnginx-mod-stream
-  iproute2 procps wrk chromium)
+  iproute2 procps wrk chromium openjdk-17-jre-headless maven)
 # npm fetches Grafana's dashboard schema; machines of this kind come with Node.js 20, Debian's is the fallback.
 command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
