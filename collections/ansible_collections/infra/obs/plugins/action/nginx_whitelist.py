@@ -8,11 +8,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
 
-from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible_collections.infra.obs.plugins.plugin_utils.userdata import read_documents
+from ansible_collections.infra.obs.plugins.plugin_utils.actions import copy_content, source_documents
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import (
     ACCESS_LOG,
     WhitelistError,
@@ -44,13 +42,9 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars or {})
         del tmp
         args = self._task.args
-        src = args.get("src")
-        if not src:
-            raise AnsibleActionFail("src is required: the whitelist file or directory on the controller")
-        src = self._find_needle("files", src) if not os.path.isabs(src) and not os.path.exists(src) else src
-
+        src, documents = source_documents(self, "the whitelist file or directory")
         try:
-            whitelist = load(read_documents(src))
+            whitelist = load(documents)
         except WhitelistError as error:
             return {
                 "failed": True,
@@ -92,7 +86,7 @@ class ActionModule(ActionBase):
         files[ACCESS_FILE] = json.dumps(access, indent=2, sort_keys=True) + "\n"
         result["files"] = sorted(files)
         for name, content in sorted(files.items()):
-            copied = self._copy(content, os.path.join(dest, name), args.get("mode", "0644"), task_vars)
+            copied = copy_content(self, content, os.path.join(dest, name), args.get("mode", "0644"), task_vars)
             if copied.get("failed"):
                 return copied | {"msg": f"writing {os.path.join(dest, name)}: {copied.get('msg')}"}
             result["changed"] = result["changed"] or copied.get("changed", False)
@@ -107,21 +101,3 @@ class ActionModule(ActionBase):
         if slurped.get("failed"):
             return {}
         return json.loads(base64.b64decode(slurped["content"]))
-
-    def _copy(self, content: str, dest: str, mode: str, task_vars: dict) -> dict:
-        with tempfile.TemporaryDirectory() as local:
-            path = os.path.join(local, os.path.basename(dest))
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(content)
-            task = self._task.copy()
-            task.args = {"src": path, "dest": dest, "mode": mode}
-            copy = self._shared_loader_obj.action_loader.get(
-                "ansible.legacy.copy",
-                task=task,
-                connection=self._connection,
-                play_context=self._play_context,
-                loader=self._loader,
-                templar=self._templar,
-                shared_loader_obj=self._shared_loader_obj,
-            )
-            return copy.run(task_vars=task_vars)
