@@ -1,0 +1,424 @@
+# Copyright: infra.obs maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared code of the MirrorMaker 2 modules (kafka_replication_status, kafka_group_rollback): kafka-python
+connections, MM2's checkpoints topic and its records, end offsets, group offsets and group membership.
+
+Checkpoint records (Kafka 4.3 connect-mirror-client, org.apache.kafka.connect.mirror.Checkpoint), big-endian:
+key = group STRING, topic STRING, partition INT32 (no version); value = version INT16 (0), upstreamOffset INT64,
+offset INT64 (the downstream offset), metadata STRING; STRING = INT16 length + UTF-8. The key's topic is the
+target-side name (the policy's remote topic name).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+
+try:
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+    from kafka.structs import OffsetAndMetadata
+except ImportError:
+    KAFKA_IMPORT_ERROR = traceback.format_exc()
+else:
+    KAFKA_IMPORT_ERROR = None
+
+CONNECTION_OPTIONS = dict(
+    bootstrap_servers=dict(type="list", elements="str", required=True),
+    security_protocol=dict(type="str", default="PLAINTEXT", choices=["PLAINTEXT", "SSL", "SASL_SSL"]),
+    sasl_mechanism=dict(type="str", choices=["SCRAM-SHA-256", "SCRAM-SHA-512"]),
+    username=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    ssl_cafile=dict(type="path"),
+    ssl_certfile=dict(type="path"),
+    ssl_keyfile=dict(type="path"),
+    ssl_password=dict(type="str", no_log=True),
+    ssl_check_hostname=dict(type="bool", default=True),
+)
+CONNECTION_REQUIRED_IF = [("security_protocol", "SASL_SSL", ("sasl_mechanism", "username", "password"))]
+FLOW_OPTIONS = dict(
+    source_alias=dict(type="str", required=True),
+    replication_policy=dict(type="str", default="identity", choices=["identity", "prefixed"]),
+    separator=dict(type="str", default="."),
+    checkpoints_topic=dict(type="str"),
+)
+CHECKPOINT_VERSION = 0
+# A group with members is in one of these states; Empty and Dead ones have none.
+ACTIVE_STATES = ("Stable", "PreparingRebalance", "CompletingRebalance", "Assigning", "Reconciling")
+
+
+class KafkaMM2Error(Exception):
+    pass
+
+
+def require_kafka(module):
+    if KAFKA_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("kafka-python"), exception=KAFKA_IMPORT_ERROR)
+
+
+def client_config(params):
+    """kafka-python settings for one cluster's connection options (module parameters)."""
+    config = dict(
+        bootstrap_servers=params["bootstrap_servers"],
+        security_protocol=params["security_protocol"],
+        request_timeout_ms=30000,
+    )
+    if params["security_protocol"] == "SASL_SSL":
+        config.update(
+            sasl_mechanism=params["sasl_mechanism"],
+            sasl_plain_username=params["username"],
+            sasl_plain_password=params["password"],
+        )
+    if params["security_protocol"] != "PLAINTEXT":
+        config.update(ssl_check_hostname=params["ssl_check_hostname"])
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
+            if params.get(name):
+                config[name] = params[name]
+    return config
+
+
+def _retried(call, *args, timeout=15.0):
+    """call(*args), again while it fails with a retriable error: a cluster without consumer groups yet answers
+    COORDINATOR_NOT_AVAILABLE until it has created __consumer_offsets."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call(*args)
+        except KafkaError as error:
+            if not error.retriable or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
+class Cluster:
+    """One cluster's consumer (unsubscribed, no group: assign and read only) and admin client, opened lazily."""
+
+    def __init__(self, params):
+        self.config = client_config(params)
+        self._consumer = None
+        self._admin = None
+
+    @property
+    def consumer(self):
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(enable_auto_commit=False, **self.config)
+        return self._consumer
+
+    @property
+    def admin(self):
+        if self._admin is None:
+            self._admin = KafkaAdminClient(**self.config)
+        return self._admin
+
+    def close(self):
+        for client in (self._consumer, self._admin):
+            if client is not None:
+                client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def topics(self):
+        return self.consumer.topics()
+
+    def partitions(self, topics):
+        """Every TopicPartition of the existing topics among topics."""
+        found = []
+        for topic in sorted(set(topics)):
+            found += [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
+        return found
+
+    def end_offsets(self, partitions):
+        return self.consumer.end_offsets(list(partitions)) if partitions else {}
+
+    def beginning_offsets(self, partitions):
+        return self.consumer.beginning_offsets(list(partitions)) if partitions else {}
+
+    def committed(self, group):
+        """{TopicPartition: offset} the group has committed."""
+        offsets = _retried(self.admin.list_group_offsets, {group: None}).get(group, {})
+        return {tp: om.offset for tp, om in offsets.items() if om.offset >= 0}
+
+    def group_state(self, group):
+        """(state, member count): Dead with no members for a group the cluster does not know."""
+        described = _retried(self.admin.describe_groups, [group])[group]
+        return described["group_state"], len(described["members"])
+
+    def alter_offsets(self, group, offsets):
+        """Commit {TopicPartition: offset} for group without joining it (the broker refuses while it has members)."""
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
+        errors = _retried(self.admin.alter_group_offsets, group, offsets)
+        failed = {f"{tp.topic}-{tp.partition}": err.__name__ for tp, err in errors.items() if err.errno != 0}
+        if failed:
+            raise KafkaMM2Error(f"the target refused offsets of group {group}: {failed}")
+
+    def read_topic(self, topic, timeout=30.0):
+        """Every record of topic, partition by partition in offset order, reading up to the end offsets of now."""
+        partitions = self.partitions([topic])
+        if not partitions:
+            raise KafkaMM2Error(f"topic {topic} does not exist")
+        consumer = self.consumer
+        ends = consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise KafkaMM2Error(f"could not read {topic} to its end in {timeout} s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records += [r for r in batch if r.offset < ends[TopicPartition(r.topic, r.partition)]]
+        consumer.unsubscribe()
+        return records
+
+
+def _string(data, at):
+    """Kafka's STRING type (never null) at offset at: the text and the offset after it."""
+    (length,) = struct.unpack_from(">h", data, at)
+    return data[at + 2 : at + 2 + length].decode("utf-8"), at + 2 + length
+
+
+def decode_checkpoint(key, value):
+    """(group, topic, partition), {upstream_offset, downstream_offset, metadata} from one checkpoint record."""
+    group, at = _string(key, 0)
+    topic, at = _string(key, at)
+    (partition,) = struct.unpack_from(">i", key, at)
+    (version,) = struct.unpack_from(">h", value, 0)
+    if version != CHECKPOINT_VERSION:
+        raise KafkaMM2Error(f"checkpoint value version {version}: this module reads version {CHECKPOINT_VERSION}")
+    upstream, downstream = struct.unpack_from(">qq", value, 2)
+    metadata = _string(value, 18)[0]
+    return (group, topic, partition), dict(upstream_offset=upstream, downstream_offset=downstream, metadata=metadata)
+
+
+def checkpoints_topic(params):
+    """MM2's checkpoints topic on the target: <source><sep>checkpoints<sep>internal. DefaultReplicationPolicy
+    (and IdentityReplicationPolicy, which inherits it) joins the parts with the separator, or '.' when
+    replication.policy.internal.topic.separator.enabled is false; pass checkpoints_topic then."""
+    if params.get("checkpoints_topic"):
+        return params["checkpoints_topic"]
+    sep = params["separator"] if params["replication_policy"] == "prefixed" else "."
+    return f"{params['source_alias']}{sep}checkpoints{sep}internal"
+
+
+def remote_topic(params, topic):
+    """The name MM2 gives topic on the target."""
+    if params["replication_policy"] == "identity":
+        return topic
+    return f"{params['source_alias']}{params['separator']}{topic}"
+
+
+def upstream_topic(params, topic):
+    """The source name of a target topic (None if the policy would not have named it so)."""
+    if params["replication_policy"] == "identity":
+        return topic
+    prefix = f"{params['source_alias']}{params['separator']}"
+    return topic[len(prefix) :] if topic.startswith(prefix) else None
+
+
+def newest_checkpoints(target, params, groups):
+    """{group: {TopicPartition (source name): checkpoint}} from the checkpoints topic on target, keeping per
+    (group, topic, partition) the record written last; each checkpoint also carries the record's timestamp and
+    its age in seconds."""
+    wanted = set(groups)
+    found = {group: {} for group in wanted}
+    checkpoints = checkpoints_topic(params)
+    if checkpoints not in target.topics():  # MM2 creates it with its first checkpoint
+        return found
+    now_ms = time.time() * 1000
+    for record in target.read_topic(checkpoints):
+        (group, topic, partition), checkpoint = decode_checkpoint(record.key, record.value)
+        source_topic = upstream_topic(params, topic)
+        if group not in wanted or source_topic is None:
+            continue
+        checkpoint.update(timestamp_ms=record.timestamp, age_seconds=round(max(0, now_ms - record.timestamp) / 1000, 3))
+        found[group][TopicPartition(source_topic, partition)] = checkpoint
+    return found
+
+
+def is_active(state, members):
+    return members > 0 or state in ACTIVE_STATES
+
+
+def tp_name(tp):
+    return f"{tp.topic}-{tp.partition}"
+
+
+def select_topics(source, params):
+    """The source topics the flow replicates: the listed ones (each must exist) or those matching topics_regex."""
+    existing = source.topics()
+    if params.get("topics"):
+        unknown = sorted(set(params["topics"]) - existing)
+        if unknown:
+            raise KafkaMM2Error(f"topics not found on the source: {', '.join(unknown)}")
+        return sorted(set(params["topics"]))
+    pattern = re.compile(params["topics_regex"])
+    return sorted(t for t in existing if pattern.fullmatch(t) and not t.startswith("__"))
+
+
+def partition_lag(source, target, params, topics):
+    """{TopicPartition (source name): row} with source and target end offsets and lag = source end - target end
+    (MM2 copies a topic from its start, so the two logs line up offset for offset while no record was compacted away
+    or written to the target by anyone else); a partition missing on the target counts as empty there."""
+    partitions = source.partitions(topics)
+    remote = {tp: TopicPartition(remote_topic(params, tp.topic), tp.partition) for tp in partitions}
+    source_end = source.end_offsets(partitions)
+    target_end = target.end_offsets(target.partitions({tp.topic for tp in remote.values()}))
+    rows = {}
+    for tp in partitions:
+        end = target_end.get(remote[tp])
+        rows[tp] = dict(
+            topic=tp.topic,
+            partition=tp.partition,
+            target_topic=remote[tp].topic,
+            source_end=source_end[tp],
+            target_end=end,
+            lag=source_end[tp] - (end or 0),
+        )
+    return rows
+
+
+def group_verdict(committed, checkpoints, lag_rows, target_state, params):
+    """Whether a group could roll back to the target now, and why not. Each partition the group has committed on a
+    replicated topic needs lag <= max_lag and a checkpoint that is not ahead of the commit and either translates
+    that very commit (upstream offset == committed) or is at most max_checkpoint_age seconds old (the group is still
+    moving and MM2 keeps up; rolling back then re-reads what it consumed since). With max_reread, the checkpoint
+    must also translate to at most that many records before the commit (identity policy: the logs line up)."""
+    max_lag, max_age, max_reread = params["max_lag"], params["max_checkpoint_age"], params.get("max_reread")
+    reasons = []
+    partitions = []
+    in_scope = {tp: offset for tp, offset in committed.items() if tp in lag_rows}
+    for tp, offset in sorted(in_scope.items()):
+        checkpoint = checkpoints.get(tp)
+        lag = lag_rows[tp]["lag"]
+        partitions.append(
+            dict(topic=tp.topic, partition=tp.partition, committed=offset, lag=lag, checkpoint=checkpoint)
+        )
+        if lag > max_lag:
+            reasons.append(f"{tp_name(tp)}: replication lag {lag} > max_lag {max_lag}")
+        if checkpoint is None:
+            reasons.append(f"{tp_name(tp)}: no checkpoint yet (MM2 has not translated this group's offset)")
+        elif checkpoint["upstream_offset"] > offset:
+            reasons.append(
+                f"{tp_name(tp)}: checkpoint upstream offset {checkpoint['upstream_offset']} is ahead of the committed "
+                f"offset {offset} (the group was reset on the source): translating it would skip records"
+            )
+        elif checkpoint["upstream_offset"] < offset and checkpoint["age_seconds"] > max_age:
+            reasons.append(
+                f"{tp_name(tp)}: newest checkpoint translates offset {checkpoint['upstream_offset']}, not the "
+                f"committed {offset}, and is {checkpoint['age_seconds']} s old (max_checkpoint_age {max_age})"
+            )
+        elif max_reread is not None and offset - checkpoint["downstream_offset"] > max_reread:
+            reasons.append(
+                f"{tp_name(tp)}: the checkpoint's downstream offset {checkpoint['downstream_offset']} would re-read "
+                f"{offset - checkpoint['downstream_offset']} records > max_reread {max_reread} (wait for a newer one)"
+            )
+    if not in_scope:
+        reasons.append("no committed offsets on the source for the selected topics")
+    state, members = target_state
+    if is_active(state, members):
+        reasons.append(f"{members} active member(s) on the target (state {state}): a rollback refuses until they stop")
+    ignored = sorted(tp_name(tp) for tp in set(committed) - set(in_scope))
+    return dict(can_roll_back=not reasons, reasons=reasons, partitions=partitions, ignored_partitions=ignored)
+
+
+def replication_status(source, target, params):
+    """The result of kafka_replication_status (see its RETURN)."""
+    topics = select_topics(source, params)
+    lag_rows = partition_lag(source, target, params, topics)
+    groups = params["groups"]
+    checkpoints = newest_checkpoints(target, params, groups) if groups else {}
+    verdicts = {}
+    for group in groups:
+        verdict = group_verdict(
+            source.committed(group),
+            checkpoints[group],
+            lag_rows,
+            target.group_state(group),
+            params,
+        )
+        verdict["active_on_source"] = is_active(*source.group_state(group))
+        verdicts[group] = verdict
+    lags = [row["lag"] for row in lag_rows.values()]
+    lag_ok = all(lag <= params["max_lag"] for lag in lags)
+    unsafe = sorted(group for group, verdict in verdicts.items() if not verdict["can_roll_back"])
+    return dict(
+        topics=topics,
+        partitions=list(lag_rows.values()),
+        lag_total=sum(lags),
+        lag_max=max(lags, default=0),
+        lag_ok=lag_ok,
+        checkpoints_topic=checkpoints_topic(params),
+        groups=verdicts,
+        unsafe_groups=unsafe,
+        can_roll_back=lag_ok and not unsafe,
+    )
+
+
+def rollback_plan(source, target, params, group):
+    """Per partition of group: where it stands on the source and the target and the offset to commit on the target
+    (the newest checkpoint's downstream offset; params['missing'] for partitions the group committed on the source
+    that no checkpoint covers). Raises KafkaMM2Error when the plan would lose records or cannot be made."""
+    checkpoints = newest_checkpoints(target, params, [group])[group]
+    source_committed = source.committed(group) if source is not None else {}
+    wanted = set(params["topics"] or ())
+    partitions = sorted(tp for tp in set(checkpoints) | set(source_committed) if not wanted or tp.topic in wanted)
+    if not partitions:
+        raise KafkaMM2Error(f"group {group} has no checkpoint in {checkpoints_topic(params)} and no committed offsets")
+    remote = {tp: TopicPartition(remote_topic(params, tp.topic), tp.partition) for tp in partitions}
+    missing = [tp for tp in partitions if tp not in checkpoints]
+    if missing and params["missing"] == "fail":
+        raise KafkaMM2Error(
+            f"no checkpoint for {', '.join(map(tp_name, missing))} of group {group}: wait for MM2 to emit one, or set "
+            "missing to earliest (re-read those partitions) or latest (skip what they hold)"
+        )
+    absent = sorted({r.topic for r in remote.values()} - target.topics())
+    if absent:
+        raise KafkaMM2Error(f"topics not found on the target: {', '.join(absent)}")
+    target_end = target.end_offsets(remote.values())
+    target_start = target.beginning_offsets(remote[tp] for tp in missing)
+    target_committed = target.committed(group)
+    plan = []
+    for tp in partitions:
+        checkpoint = checkpoints.get(tp)
+        committed = source_committed.get(tp)
+        if checkpoint is None:
+            new = (target_start if params["missing"] == "earliest" else target_end)[remote[tp]]
+        elif committed is not None and checkpoint["upstream_offset"] > committed:
+            raise KafkaMM2Error(
+                f"{tp_name(tp)}: the newest checkpoint translates offset {checkpoint['upstream_offset']}, ahead of the "
+                f"group's committed {committed} on the source (reset there?): wait for a newer checkpoint"
+            )
+        else:
+            new = checkpoint["downstream_offset"]
+        if new > target_end[remote[tp]]:
+            raise KafkaMM2Error(
+                f"{tp_name(tp)}: offset {new} is beyond the target's end {target_end[remote[tp]]} (topic recreated?)"
+            )
+        plan.append(
+            dict(
+                topic=tp.topic,
+                target_topic=remote[tp].topic,
+                partition=tp.partition,
+                source_committed=committed,
+                checkpoint_upstream=checkpoint["upstream_offset"] if checkpoint else None,
+                checkpoint_downstream=checkpoint["downstream_offset"] if checkpoint else None,
+                checkpoint_age_seconds=checkpoint["age_seconds"] if checkpoint else None,
+                target_committed=target_committed.get(remote[tp]),
+                new_offset=new,
+                origin="checkpoint" if checkpoint else params["missing"],
+            )
+        )
+    return plan
+
+
+def plan_offsets(plan):
+    """{TopicPartition (target name): new offset} of a plan."""
+    return {TopicPartition(row["target_topic"], row["partition"]): row["new_offset"] for row in plan}

@@ -1,0 +1,196 @@
+#!/usr/bin/python
+# Copyright: infra.obs maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: kafka_replication_status
+short_description: MirrorMaker 2 replication lag and per-group rollback readiness
+description:
+  - Reads, with kafka-python, the end offsets of the replicated topics on the source and the target cluster of a
+    MirrorMaker 2 flow, the groups' committed offsets on the source, the newest checkpoint per group and partition
+    from MM2's checkpoints topic on the target, and whether each group has members on either cluster.
+  - Lag per partition is the source end offset minus the target end offset of its replica (the same topic name with
+    the identity policy, C(<source_alias><separator><topic>) with the prefixed one). MM2 copies each topic from its
+    start, so both logs line up offset for offset unless records were compacted away or written to the target by
+    someone else.
+  - "A group can roll back (C(can_roll_back) in RV(groups)) when, for every partition of a selected topic it has
+    committed on the source: the lag is at most O(max_lag), and the newest checkpoint is not ahead of the committed
+    offset and either translates exactly that offset or is at most O(max_checkpoint_age) seconds old; and it has no
+    active member on the target (where M(infra.obs.kafka_group_rollback) would refuse). MM2 writes a checkpoint
+    only when a translation changes, so an idle group keeps an old checkpoint that still matches its commit. With
+    O(max_reread), each checkpoint must also translate to at most that many records before the commit."
+  - Read-only. Run it where kafka-python is installed (the controller or a utility host), not on the brokers.
+version_added: 0.1.0
+extends_documentation_fragment:
+  - infra.obs.kafka_mm2
+author: infra.obs maintainers (@infra-obs)
+requirements:
+  - kafka-python >= 3.0
+options:
+  source:
+    description: Connection to the source cluster.
+    required: true
+  topics:
+    description: Source topics of the flow. One of O(topics) and O(topics_regex) is required.
+    type: list
+    elements: str
+  topics_regex:
+    description: A regular expression that source topic names must match in full (internal C(__*) topics never do).
+    type: str
+  groups:
+    description: Consumer groups to judge.
+    type: list
+    elements: str
+    default: []
+  max_lag:
+    description: Largest lag in records per partition that still counts as caught up.
+    type: int
+    default: 100
+  max_checkpoint_age:
+    description: Seconds a checkpoint that lags behind the group's commit may be old.
+    type: int
+    default: 300
+  max_reread:
+    description:
+      - With the identity policy (both logs line up offset for offset), the most records per partition a rollback
+        may re-read, the committed offset minus the checkpoint's downstream offset. MM2's first checkpoint after a
+        burst can translate from an offset sync hundreds of records back; a newer one, once the tail's offset sync
+        is written (every C(offset.flush.interval.ms)), is closer. Unset, not checked.
+    type: int
+  fail_when_unsafe:
+    description: Fail, naming each group that cannot roll back and why (and the lag, when it exceeds O(max_lag)).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    description: Read-only; runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Nothing to show.
+    support: none
+  platform:
+    description: Needs network access to both clusters and kafka-python.
+    support: full
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: Gate the rollback of the orders consumers
+  infra.obs.kafka_replication_status:
+    source: {bootstrap_servers: ["kafka-a1:9092"]}
+    target:
+      bootstrap_servers: ["kafka-b1:9093"]
+      security_protocol: SASL_SSL
+      sasl_mechanism: SCRAM-SHA-512
+      username: rollback-orders
+      password: "{{ vault_rollback_orders_password }}"
+      ssl_cafile: /etc/kafka/ca.pem
+    source_alias: primary
+    topics_regex: 'orders\..*'
+    groups: [orders-app]
+    max_lag: 10
+    max_reread: 10
+    fail_when_unsafe: true
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+topics:
+  description: The source topics judged.
+  returned: success
+  type: list
+  elements: str
+partitions:
+  description: Per source partition, C(topic), C(partition), C(target_topic), C(source_end), C(target_end) (null
+    while the replica does not exist) and C(lag).
+  returned: success
+  type: list
+  elements: dict
+lag_total:
+  description: Sum of the lags.
+  returned: success
+  type: int
+lag_max:
+  description: Largest lag of one partition.
+  returned: success
+  type: int
+lag_ok:
+  description: Whether every partition's lag is at most O(max_lag).
+  returned: success
+  type: bool
+checkpoints_topic:
+  description: The checkpoints topic read on the target.
+  returned: success
+  type: str
+groups:
+  description:
+    - Per group, C(can_roll_back), C(reasons) (one line per problem), C(active_on_source), C(ignored_partitions)
+      (committed partitions of topics outside the selection) and C(partitions), each with C(topic), C(partition),
+      C(committed) (on the source), C(lag) and C(checkpoint) (null, or C(upstream_offset), C(downstream_offset),
+      C(metadata), C(timestamp_ms) and C(age_seconds)).
+  returned: success
+  type: dict
+unsafe_groups:
+  description: The groups that cannot roll back now.
+  returned: success
+  type: list
+  elements: str
+can_roll_back:
+  description: Whether the lag is within O(max_lag) everywhere and every group can roll back.
+  returned: success
+  type: bool
+"""
+
+# Ansible modules import below their documentation.
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.infra.obs.plugins.module_utils.kafka_mm2 import (  # noqa: E402
+    CONNECTION_OPTIONS,
+    CONNECTION_REQUIRED_IF,
+    FLOW_OPTIONS,
+    Cluster,
+    KafkaMM2Error,
+    replication_status,
+    require_kafka,
+)
+
+
+def main():
+    connection = dict(type="dict", required=True, options=CONNECTION_OPTIONS, required_if=CONNECTION_REQUIRED_IF)
+    module = AnsibleModule(
+        argument_spec=dict(
+            source=connection,
+            target=connection,
+            **FLOW_OPTIONS,
+            topics=dict(type="list", elements="str"),
+            topics_regex=dict(type="str"),
+            groups=dict(type="list", elements="str", default=[]),
+            max_lag=dict(type="int", default=100),
+            max_checkpoint_age=dict(type="int", default=300),
+            max_reread=dict(type="int"),
+            fail_when_unsafe=dict(type="bool", default=False),
+        ),
+        mutually_exclusive=[("topics", "topics_regex")],
+        required_one_of=[("topics", "topics_regex")],
+        supports_check_mode=True,
+    )
+    require_kafka(module)
+    params = module.params
+    try:
+        with Cluster(params["source"]) as source, Cluster(params["target"]) as target:
+            result = replication_status(source, target, params)
+    except KafkaMM2Error as error:
+        module.fail_json(msg=str(error))
+    except Exception as error:  # kafka-python's errors: an unreachable cluster, refused credentials, ...
+        module.fail_json(msg=f"{type(error).__name__}: {error}")
+    if params["fail_when_unsafe"] and not result["can_roll_back"]:
+        problems = [f"{group}: {'; '.join(result['groups'][group]['reasons'])}" for group in result["unsafe_groups"]]
+        if not result["lag_ok"]:
+            problems.insert(0, f"replication lag up to {result['lag_max']} records (max_lag {params['max_lag']})")
+        module.fail_json(msg="not safe to roll back: " + " | ".join(problems), **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

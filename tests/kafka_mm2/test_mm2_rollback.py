@@ -1,0 +1,435 @@
+"""Rollback of consumer groups through real MirrorMaker 2: two KRaft clusters on loopback (primary -> standby, the
+lab's orders flow rendered by plugin_utils.mm2), 10,000 keyed records over 6 partitions produced in two halves;
+before the second, orders-app reads all of the first half (drained, as for a planned rollback) and orders-laggard
+half of it. kafka_replication_status is the gate, kafka_group_rollback moves the groups to standby, where each
+must read every record it had not read (nothing lost) and re-read exactly what the plan says: orders-app at most
+offset.lag.max records per partition, orders-laggard whatever MM2's sparser old offset syncs allow (reported).
+"""
+
+import concurrent.futures
+import json
+import pathlib
+import struct
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+import yaml
+from ansible_collections.infra.obs.plugins.module_utils import kafka_mm2
+from ansible_collections.infra.obs.plugins.plugin_utils import mm2
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.structs import OffsetAndMetadata
+
+from .kafka_lab import LOG4J2, REPO, KafkaNode, java
+
+TOPIC = "orders.events"
+PARTITIONS = 6
+MESSAGES = 10_000
+FIRST_PRODUCED = 5_000
+KEYS = 120
+GROUP = "orders-app"
+# Stops half-way through what was produced; MM2 translates its offsets less precisely (see the test).
+LAGGARD = "orders-laggard"
+LAGGARD_READ = 2_500
+OFFSET_LAG_MAX = 10
+PARAMS = dict(source_alias="primary", replication_policy="identity", separator=".", checkpoints_topic=None)
+
+
+def connection(node):
+    return dict(
+        bootstrap_servers=[node.bootstrap],
+        security_protocol="PLAINTEXT",
+        sasl_mechanism=None,
+        username=None,
+        password=None,
+        ssl_cafile=None,
+        ssl_certfile=None,
+        ssl_keyfile=None,
+        ssl_password=None,
+        ssl_check_hostname=True,
+    )
+
+
+def wait_for(what, check, done=bool, timeout=90, log=None):
+    """check() until done(its value); returns that value, or fails showing the last one and the log's tail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done(last := check()):
+            return last
+        time.sleep(0.5)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log and log.exists() else ""
+    pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {last!r}\n{tail}")
+
+
+class Lab:
+    def __init__(self, base: pathlib.Path):
+        self.base = base
+        self.primary = KafkaNode(base, "primary")
+        self.standby = KafkaNode(base, "standby", libs=self.primary.libs)
+        self.mm2_log = base / "mm2" / "mm2.log"
+        self.mm2: subprocess.Popen | None = None
+
+    def properties(self) -> str:
+        """The lab's orders flow pointed at the two nodes, with intervals of a second."""
+        team = yaml.safe_load((REPO / "inventories" / "lab" / "mm2" / "orders.yml").read_text())
+        team["clusters"]["primary"]["bootstrap_servers"] = [self.primary.bootstrap]
+        team["clusters"]["standby"]["bootstrap_servers"] = [self.standby.bootstrap]
+        team["flow"]["intervals"] = dict(
+            refresh_topics_seconds=1, refresh_groups_seconds=1, emit_checkpoints_seconds=1, emit_heartbeats_seconds=1
+        )
+        team["flow"]["offset_lag_max"] = OFFSET_LAG_MAX
+        # MM2 holds back the offset sync of a partition's last record until its task commits, every
+        # offset.flush.interval.ms (60 s by default; the herder writing to standby reads it with that prefix): only
+        # then can a drained group's checkpoint become exact.
+        return mm2.render_properties(mm2.load([("orders.yml", team)]), {}) + "standby.offset.flush.interval.ms = 1000\n"
+
+    def start(self) -> "Lab":
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            list(pool.map(KafkaNode.start, (self.primary, self.standby)))
+        admin = KafkaAdminClient(bootstrap_servers=self.primary.bootstrap)
+        admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
+        admin.close()
+        work = self.base / "mm2"
+        work.mkdir()
+        (work / "mm2.properties").write_text(self.properties())
+        (work / "log4j2.properties").write_text(LOG4J2.format(log=self.mm2_log))
+        command = [
+            java(),
+            "-Xmx384m",
+            "-XX:+UseSerialGC",
+            "-XX:+ExitOnOutOfMemoryError",
+            f"-Dlog4j2.configurationFile={work / 'log4j2.properties'}",
+            "-cp",
+            f"{self.primary.libs}/*",
+            "org.apache.kafka.connect.mirror.MirrorMaker",
+            str(work / "mm2.properties"),
+        ]
+        with open(work / "stdout.log", "wb") as out:
+            self.mm2 = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=work)
+        return self
+
+    def stop(self) -> None:
+        if self.mm2 is not None and self.mm2.poll() is None:
+            self.mm2.terminate()
+            try:
+                self.mm2.wait(30)
+            except subprocess.TimeoutExpired:
+                self.mm2.kill()
+                self.mm2.wait()
+        for node in (self.primary, self.standby):
+            node.stop()
+
+    def status(self, groups=(GROUP,), max_reread=None):
+        """kafka_replication_status's result, strict: no lag, and checkpoints accepted for their offset only."""
+        params = dict(
+            PARAMS, topics=[TOPIC], groups=list(groups), max_lag=0, max_checkpoint_age=0, max_reread=max_reread
+        )
+        with (
+            kafka_mm2.Cluster(connection(self.primary)) as source,
+            kafka_mm2.Cluster(connection(self.standby)) as target,
+        ):
+            return kafka_mm2.replication_status(source, target, params)
+
+    def module_args(self, **extra):
+        return dict(
+            source=dict(bootstrap_servers=[self.primary.bootstrap]),
+            target=dict(bootstrap_servers=[self.standby.bootstrap]),
+            source_alias="primary",
+            **extra,
+        )
+
+
+def produce(node, first, last):
+    """Values str(first)..str(last - 1), keyed over KEYS keys, acknowledged by all replicas."""
+    producer = KafkaProducer(bootstrap_servers=node.bootstrap, acks="all")
+    for i in range(first, last):
+        producer.send(TOPIC, key=f"key-{i % KEYS}".encode(), value=str(i).encode())
+    producer.flush()
+    producer.close()
+
+
+def group_consumer(node, group=GROUP, **extra):
+    return KafkaConsumer(
+        TOPIC,
+        bootstrap_servers=node.bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **extra,
+    )
+
+
+def read_all(consumer, expected, idle_ms=3000):
+    """Records until at least `expected` came and then nothing more for idle_ms."""
+    records = []
+    quiet_since = time.monotonic()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        batch = [r for part in consumer.poll(timeout_ms=500).values() for r in part]
+        records += batch
+        if batch:
+            quiet_since = time.monotonic()
+        elif len(records) >= expected and time.monotonic() - quiet_since > idle_ms / 1000:
+            return records
+    pytest.fail(f"read {len(records)} records, expected at least {expected}")
+
+
+def playbook_task(module, args):
+    # JSON is YAML: the arguments go in as they are.
+    return f"""
+    - hosts: localhost
+      gather_facts: false
+      tasks:
+        - {module}: {json.dumps(args)}
+    """
+
+
+def task_result(run):
+    (task,) = run.json["plays"][0]["tasks"]
+    return task["hosts"]["localhost"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = Lab(tmp_path_factory.mktemp("mm2-rollback"))
+    try:
+        yield lab.start()
+    finally:
+        lab.stop()
+
+
+def read_and_commit(node, group, count):
+    """A member of group reads count records, commits exactly those and leaves; returns the values it read and the
+    offsets it committed."""
+    consumer = group_consumer(node, group, max_poll_records=100)
+    records = []
+    deadline = time.monotonic() + 60
+    while len(records) < count and time.monotonic() < deadline:
+        records += [r for part in consumer.poll(timeout_ms=500).values() for r in part]
+    assert len(records) >= count, f"{group} read {len(records)} of {count} records on the source"
+    committed = {}
+    for r in records[:count]:
+        tp = TopicPartition(r.topic, r.partition)
+        committed[tp] = max(committed.get(tp, 0), r.offset + 1)
+    consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in committed.items()})
+    consumer.close()
+    return {"values": {r.value.decode() for r in records[:count]}, "committed": committed}
+
+
+@pytest.fixture(scope="module")
+def first_read(lab):
+    """FIRST_PRODUCED records on the source; GROUP reads all of them (drained, as before a planned rollback) and
+    LAGGARD the first LAGGARD_READ."""
+    produce(lab.primary, 0, FIRST_PRODUCED)
+    reads = {GROUP: read_and_commit(lab.primary, GROUP, FIRST_PRODUCED)}
+    reads[LAGGARD] = read_and_commit(lab.primary, LAGGARD, LAGGARD_READ)
+    assert len(reads[GROUP]["committed"]) == PARTITIONS, "every partition should hold records"
+    return reads
+
+
+@pytest.fixture(scope="module")
+def caught_up(lab, first_read):
+    """The status once MM2 has copied everything and GROUP's newest checkpoints translate its very commits closely
+    (the planned procedure: drain, stop, wait for a newer checkpoint). LAGGARD may still lack some: MM2 keeps fewer
+    offset syncs the further back they are, and cannot translate an offset older than all it kept."""
+    return wait_for(
+        "MM2 to replicate and checkpoint the groups",
+        lambda: lab.status(groups=(GROUP, LAGGARD), max_reread=OFFSET_LAG_MAX),
+        lambda status: status["groups"][GROUP]["can_roll_back"],
+        timeout=120,
+        log=lab.mm2_log,
+    )
+
+
+@pytest.fixture(scope="module")
+def all_replicated(lab, caught_up):
+    """The rest of the MESSAGES produced on the source and replicated (no group has read them)."""
+    produce(lab.primary, FIRST_PRODUCED, MESSAGES)
+    return wait_for(
+        "MM2 to replicate the rest",
+        lambda: lab.status(groups=()),
+        lambda status: status["lag_ok"],
+        log=lab.mm2_log,
+    )
+
+
+def read_on_target(lab, group, read, plan):
+    """What group reads on the target after the rollback: asserts nothing it had not read on the source is missing,
+    and that what it reads again is exactly the plan's rounding per partition; returns that rounding."""
+    consumer = group_consumer(lab.standby, group)
+    try:
+        records = read_all(consumer, MESSAGES - len(read["values"]))
+    finally:
+        consumer.close()
+    values = Counter(r.value.decode() for r in records)
+    unread = {str(i) for i in range(MESSAGES)} - read["values"]
+    assert unread - set(values) == set(), f"{group}: records never read on the source are missing on the target"
+    assert max(values.values()) == 1, f"{group}: a record came twice to one consumer"
+    again = Counter(r.partition for r in records if r.value.decode() in read["values"])
+    rounding = {row["partition"]: row["source_committed"] - row["new_offset"] for row in plan}
+    assert {p: again.get(p, 0) for p in rounding} == rounding
+    return rounding
+
+
+def test_checkpoint_records_decode_to_the_groups_commits(lab, first_read, caught_up):
+    """The schema read from Checkpoint.class (connect-mirror-client 4.3.1) holds for MM2's own records: each one
+    re-encodes to exactly its bytes, and the newest per partition translates the group's commit."""
+    target = kafka_mm2.Cluster(connection(lab.standby))
+    try:
+        records = target.read_topic("primary.checkpoints.internal")
+    finally:
+        target.close()
+    newest = {}
+    for record in records:
+        (group, topic, partition), cp = kafka_mm2.decode_checkpoint(record.key, record.value)
+        key = b"".join(struct.pack(">h", len(s)) + s.encode() for s in (group, topic)) + struct.pack(">i", partition)
+        metadata = cp["metadata"].encode()
+        value = struct.pack(">hqqh", 0, cp["upstream_offset"], cp["downstream_offset"], len(metadata)) + metadata
+        assert (record.key, record.value) == (key, value)
+        newest[(group, topic, partition)] = cp
+    for group, read in first_read.items():
+        ours = {TopicPartition(t, p): cp for (g, t, p), cp in newest.items() if g == group}
+        assert set(ours) <= set(read["committed"])
+        for tp, cp in ours.items():
+            # Identity policy, both logs from offset 0: MM2 rounds down to an offset sync, never up.
+            assert cp["upstream_offset"] == read["committed"][tp]
+            assert 0 <= cp["downstream_offset"] <= cp["upstream_offset"]
+    assert len({(t, p) for (g, t, p) in newest if g == GROUP}) == PARTITIONS
+
+
+def test_replication_status_through_ansible_gates_on_lag_and_checkpoints(lab, all_replicated, playbook):
+    args = lab.module_args(topics_regex=r"orders\..*", groups=[GROUP, "orders-never-ran"], max_lag=0)
+    run = playbook(playbook_task("infra.obs.kafka_replication_status", args), "--check")
+    assert run.rc == 0, run.output
+    result = task_result(run)
+    assert result["changed"] is False
+    assert result["topics"] == [TOPIC]
+    assert [(p["partition"], p["lag"]) for p in result["partitions"]] == [(p, 0) for p in range(PARTITIONS)]
+    assert sum(p["source_end"] for p in result["partitions"]) == MESSAGES
+    assert result["groups"][GROUP]["can_roll_back"] is True, result["groups"][GROUP]
+    assert result["groups"][GROUP]["active_on_source"] is False
+    assert result["unsafe_groups"] == ["orders-never-ran"]
+    assert result["groups"]["orders-never-ran"]["reasons"] == [
+        "no committed offsets on the source for the selected topics"
+    ]
+
+    gate = playbook(playbook_task("infra.obs.kafka_replication_status", dict(args, fail_when_unsafe=True)))
+    assert gate.rc != 0
+    (msg,) = gate.failures()
+    assert msg == "not safe to roll back: orders-never-ran: no committed offsets on the source for the selected topics"
+
+
+def test_rollback_refused_while_the_group_is_active_on_the_target(lab, all_replicated, playbook):
+    member = group_consumer(lab.standby)
+    try:
+        wait_for("a member on the target", lambda: (member.poll(timeout_ms=200), member.assignment())[1])
+        run = playbook(playbook_task("infra.obs.kafka_group_rollback", lab.module_args(group=GROUP)))
+    finally:
+        member.close()
+    assert run.rc != 0
+    (msg,) = run.failures()
+    assert msg.startswith(f"group {GROUP} has 1 active member(s) on the target (state Stable): stop its consumers")
+
+
+def test_a_member_still_on_the_source_needs_allow_active_source(lab, all_replicated, playbook):
+    member = group_consumer(lab.primary)
+    try:
+        wait_for("a member on the source", lambda: (member.poll(timeout_ms=200), member.assignment())[1])
+        refused = playbook(playbook_task("infra.obs.kafka_group_rollback", lab.module_args(group=GROUP)), "--check")
+        allowed = playbook(
+            playbook_task("infra.obs.kafka_group_rollback", lab.module_args(group=GROUP, allow_active_source=True)),
+            "--check",
+        )
+    finally:
+        member.close()
+    assert refused.rc != 0
+    (msg,) = refused.failures()
+    assert msg.startswith(f"group {GROUP} still has 1 active member(s) on the source (state Stable)")
+    assert allowed.rc == 0, allowed.output
+    assert task_result(allowed)["warnings"] == [
+        f"group {GROUP} is still active on the source: records it reads there now are read again"
+    ]
+
+
+def test_check_mode_shows_the_plan_and_commits_nothing(lab, first_read, all_replicated, playbook):
+    run = playbook(playbook_task("infra.obs.kafka_group_rollback", lab.module_args(group=GROUP)), "--check", "--diff")
+    assert run.rc == 0, run.output
+    result = task_result(run)
+    assert result["changed"] is True
+    plan = {row["partition"]: row for row in result["plan"]}
+    assert sorted(plan) == list(range(PARTITIONS))
+    for tp, committed in first_read[GROUP]["committed"].items():
+        row = plan[tp.partition]
+        assert row["source_committed"] == row["checkpoint_upstream"] == committed
+        assert row["new_offset"] == row["checkpoint_downstream"] and row["origin"] == "checkpoint"
+    assert result["diff"]["after"] == {f"{TOPIC}-{p}": row["new_offset"] for p, row in plan.items()}
+    admin = KafkaAdminClient(bootstrap_servers=lab.standby.bootstrap)
+    try:
+        assert admin.list_group_offsets(GROUP)[GROUP] == {}
+    finally:
+        admin.close()
+
+
+def test_rollback_then_the_group_reads_the_rest_on_the_target(lab, first_read, all_replicated, playbook):
+    started = time.monotonic()
+    run = playbook(playbook_task("infra.obs.kafka_group_rollback", lab.module_args(group=GROUP)))
+    rollback_seconds = time.monotonic() - started
+    assert run.rc == 0, run.output
+    assert task_result(run)["changed"] is True
+
+    again = playbook(playbook_task("infra.obs.kafka_group_rollback", lab.module_args(group=GROUP)))
+    assert again.rc == 0, again.output
+    assert task_result(again)["changed"] is False
+
+    rounding = read_on_target(lab, GROUP, first_read[GROUP], task_result(run)["plan"])
+    print(f"\n{GROUP}: rollback {rollback_seconds:.1f} s (ansible-playbook), re-read per partition {rounding}")
+    # Drained at the log end: MM2 translates from its newest offset sync, at most offset.lag.max records back.
+    assert max(rounding.values()) <= OFFSET_LAG_MAX
+
+
+def test_a_group_mid_log_rolls_back_without_loss(lab, first_read, all_replicated):
+    """LAGGARD stopped half-way: partitions MM2 could not translate start from the target's earliest offset."""
+    params = dict(PARAMS, topics=None, missing="earliest")
+    with (
+        kafka_mm2.Cluster(connection(lab.primary)) as source,
+        kafka_mm2.Cluster(connection(lab.standby)) as target,
+    ):
+        plan = kafka_mm2.rollback_plan(source, target, params, LAGGARD)
+        target.alter_offsets(LAGGARD, kafka_mm2.plan_offsets(plan))
+    rounding = read_on_target(lab, LAGGARD, first_read[LAGGARD], plan)
+    origins = {row["partition"]: row["origin"] for row in plan}
+    print(f"\n{LAGGARD}: re-read per partition {rounding}, from {origins}")
+
+
+def test_partitions_without_a_checkpoint_need_a_missing_policy(lab, all_replicated):
+    """billing-app is outside the flow's groups (orders-.*): MM2 never checkpoints it."""
+    read_and_commit(lab.primary, "billing-app", 100)
+    params = dict(PARAMS, topics=None, missing="fail")
+    with (
+        kafka_mm2.Cluster(connection(lab.primary)) as source,
+        kafka_mm2.Cluster(connection(lab.standby)) as target,
+    ):
+        with pytest.raises(
+            kafka_mm2.KafkaMM2Error, match=r"no checkpoint for orders\.events-\d.* of group billing-app"
+        ):
+            kafka_mm2.rollback_plan(source, target, params, "billing-app")
+        earliest = kafka_mm2.rollback_plan(source, target, dict(params, missing="earliest"), "billing-app")
+        latest = kafka_mm2.rollback_plan(source, target, dict(params, missing="latest"), "billing-app")
+        ends = target.end_offsets(kafka_mm2.plan_offsets(latest))
+    assert {row["origin"] for row in earliest} == {"earliest"}
+    assert all(row["new_offset"] == 0 and row["checkpoint_upstream"] is None for row in earliest)
+    assert kafka_mm2.plan_offsets(latest) == ends
+
+
+def test_without_the_source_the_plan_comes_from_the_checkpoints_alone(lab, first_read, all_replicated):
+    params = dict(PARAMS, topics=None, missing="fail")
+    with (
+        kafka_mm2.Cluster(connection(lab.primary)) as source,
+        kafka_mm2.Cluster(connection(lab.standby)) as target,
+    ):
+        with_source = kafka_mm2.rollback_plan(source, target, params, GROUP)
+        alone = kafka_mm2.rollback_plan(None, target, params, GROUP)
+    assert kafka_mm2.plan_offsets(alone) == kafka_mm2.plan_offsets(with_source)
+    assert {row["source_committed"] for row in alone} == {None}
