@@ -13,6 +13,9 @@ def mismatches(role: pathlib.Path) -> list[str]:
     defaults_file = role / "defaults" / "main.yml"
     spec_file = role / "meta" / "argument_specs.yml"
     if not spec_file.exists():
+        # Only files (roles/mm2 ships its exporter config and alert rules before its tasks exist): nothing to specify.
+        if not (role / "tasks").exists() and not defaults_file.exists():
+            return []
         return [f"{role.name}: {spec_file.relative_to(ROOT)} is missing"]
     defaults = yaml.safe_load(defaults_file.read_text()) or {} if defaults_file.exists() else {}
     options = yaml.safe_load(spec_file.read_text())["argument_specs"]["main"].get("options", {})

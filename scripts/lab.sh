@@ -13,7 +13,12 @@ prefix=infraobs-lab-
 clean() {
   local names
   names=$(podman ps -a --format '{{.Names}}' | grep "^$1" || true)
-  [[ -z $names ]] || { log "removing containers: $(echo $names)"; podman rm -f -t 2 $names >/dev/null; }
+  if [[ -n $names ]]; then
+    log "removing containers: $(echo $names)"
+    # A container whose conmon was killed (e.g. with the shell that started it) fails the first removal while
+    # podman times out waiting for its exit file and marks it exited; the second removal then succeeds.
+    podman rm -f -i -t 2 $names >/dev/null || podman rm -f -i -t 2 $names >/dev/null
+  fi
   names=$(podman network ls --format '{{.Name}}' | grep "^$1" || true)
   [[ -z $names ]] || { log "removing networks: $(echo $names)"; podman network rm -f $names >/dev/null; }
 }

@@ -5,6 +5,7 @@ import sys
 import time
 from itertools import pairwise
 
+import pytest
 import yaml
 from infra_obs_probe.engine import BATCH_MAX_NS, BATCH_PROBES
 from infra_obs_probe.series import Target
@@ -125,6 +126,19 @@ def test_sends_come_in_small_batches_and_keep_each_paths_interval(prober):
     window = BATCH_MAX_NS / 1e9 + 0.1 / 2  # early by up to the batch window, jittered by up to a tenth of a slot
     gaps = [b - a for path in sends.values() for a, b in pairwise(path)]
     assert all(abs(gap - 1.0) <= window for gap in gaps), sorted(gaps)[:3] + sorted(gaps)[-3:]
+
+
+@pytest.mark.parametrize(
+    ("paths", "interval", "window"),
+    [(3, 0.05, 0.005), (100, 1.0, BATCH_MAX_NS / 1e9), (10_000, 1.0, BATCH_PROBES / 10_000)],
+)
+def test_the_batch_window_is_bounded_by_interval_rate_and_cap(prober, paths, interval, window):
+    """At most a tenth of the interval (a path's next probe never goes out close to its last), BATCH_PROBES at the
+    configured rate, and BATCH_MAX_NS."""
+    targets = [Target(f"h{i}", f"127.4.{i // 250}.{i % 250 + 1}", 4) for i in range(paths)]
+    p = prober(targets, interval=interval, timeout=0.3, window=30, tcp={"enabled": False}, mtr={"enabled": False})
+    wait_for(lambda: len(p.snapshot.icmp) == paths, 10, what=f"{paths} paths")
+    assert p._batch_ns == pytest.approx(window * 1e9, rel=0.01)
 
 
 def test_no_icmp_socket_is_a_clear_startup_error(netns, tmp_path):

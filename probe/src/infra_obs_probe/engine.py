@@ -61,8 +61,9 @@ MTR_ROUND_SPACING_NS = 200_000_000
 # The loop wakes this much before the next due probe: select's own lateness.
 EARLY_NS = 100_000
 # A wake-up costs about 50 us of CPU on a virtual machine, more than a probe itself, so each one also sends the probes
-# due soon after: up to BATCH_PROBES at the configured rate (a few packets back to back, never a burst) and never
-# more than BATCH_MAX_NS early (each path keeps its interval on average: due times do not drift).
+# due soon after: up to BATCH_PROBES at the configured rate (a few packets back to back, never a burst), never more
+# than BATCH_MAX_NS nor a tenth of the probe interval early (each path keeps its interval on average: due times do
+# not drift, and a probe never goes out close to its predecessor on the same path).
 BATCH_PROBES = 8
 BATCH_MAX_NS = 50_000_000
 LINGER_RESET = struct.pack("ii", 1, 0)
@@ -212,7 +213,7 @@ class Prober:
         n = {k: sum(1 for s in wanted.values() if s.kind == k) for k in KINDS}
         self._jitter_ns = {k: min(self._interval_ns[k] // 10, self._interval_ns[k] // max(n[k], 1)) for k in KINDS}
         rate = sum(n[k] * 1e9 / self._interval_ns[k] for k in KINDS)  # probes (and traces) per second
-        self._batch_ns = min(BATCH_MAX_NS, int(BATCH_PROBES / rate * 1e9)) if rate else EARLY_NS
+        self._batch_ns = min(BATCH_MAX_NS, probe_ns // 10, int(BATCH_PROBES / rate * 1e9)) if rate else EARLY_NS
         now = time.monotonic_ns()
         for s in wanted.values() if rescheduled else added:
             iv = self._interval_ns[s.kind]
