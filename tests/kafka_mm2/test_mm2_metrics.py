@@ -6,7 +6,6 @@ values, nothing outside the config's families, pass `promtool check metrics`, an
 the shipped rules as a healthy flow.
 """
 
-import concurrent.futures
 import json
 import math
 import re
@@ -15,11 +14,9 @@ import urllib.request
 
 import pytest
 import yaml
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from .kafka_lab import LOG4J2, REPO, KafkaNode, free_port, java, jmx_agent_jar
+from .kafka_lab import REPO, free_port, jmx_agent_jar
 from .test_mm2_rollback import GROUP, PARTITIONS, TOPIC, Lab, produce, read_and_commit, wait_for
 
 PROMTOOL = "/var/cache/infra-obs/bin/promtool"
@@ -45,32 +42,9 @@ CONNECTORS = {"MirrorSourceConnector", "MirrorCheckpointConnector", "MirrorHeart
 class MetricsLab(Lab):
     """Lab's two clusters and flow; MM2 runs with the JMX exporter agent on a free loopback port."""
 
-    def start(self) -> "MetricsLab":
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            list(pool.map(KafkaNode.start, (self.primary, self.standby)))
-        admin = KafkaAdminClient(bootstrap_servers=self.primary.bootstrap)
-        admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
-        admin.close()
-        work = self.base / "mm2"
-        work.mkdir()
-        (work / "mm2.properties").write_text(self.properties())
-        (work / "log4j2.properties").write_text(LOG4J2.format(log=self.mm2_log))
+    def agent_options(self) -> list[str]:
         self.metrics_port = free_port()
-        command = [
-            java(),
-            "-Xmx384m",
-            "-XX:+UseSerialGC",
-            "-XX:+ExitOnOutOfMemoryError",
-            f"-javaagent:{jmx_agent_jar(self.primary.libs)}=127.0.0.1:{self.metrics_port}:{CONFIG}",
-            f"-Dlog4j2.configurationFile={work / 'log4j2.properties'}",
-            "-cp",
-            f"{self.primary.libs}/*",
-            "org.apache.kafka.connect.mirror.MirrorMaker",
-            str(work / "mm2.properties"),
-        ]
-        with open(work / "stdout.log", "wb") as out:
-            self.mm2 = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=work)
-        return self
+        return [f"-javaagent:{jmx_agent_jar(self.primary.libs)}=127.0.0.1:{self.metrics_port}:{CONFIG}"]
 
     def scrape(self) -> bytes:
         try:

@@ -85,6 +85,10 @@ class Lab:
         # then can a drained group's checkpoint become exact.
         return mm2.render_properties(mm2.load([("orders.yml", team)]), {}) + "standby.offset.flush.interval.ms = 1000\n"
 
+    def agent_options(self) -> list[str]:
+        """Extra JVM options for MM2 (a Java agent)."""
+        return []
+
     def start(self) -> "Lab":
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             list(pool.map(KafkaNode.start, (self.primary, self.standby)))
@@ -100,6 +104,7 @@ class Lab:
             "-Xmx384m",
             "-XX:+UseSerialGC",
             "-XX:+ExitOnOutOfMemoryError",
+            *self.agent_options(),
             f"-Dlog4j2.configurationFile={work / 'log4j2.properties'}",
             "-cp",
             f"{self.primary.libs}/*",
