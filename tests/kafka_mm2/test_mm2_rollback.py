@@ -7,6 +7,7 @@ offset.lag.max records per partition, orders-laggard whatever MM2's sparser old 
 """
 
 import concurrent.futures
+import contextlib
 import json
 import pathlib
 import struct
@@ -115,6 +116,15 @@ class Lab:
             self.mm2 = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=work)
         return self
 
+    @contextlib.contextmanager
+    def clusters(self):
+        """Connections to the source and the target, as the modules open them."""
+        with (
+            kafka_mm2.Cluster(connection(self.primary)) as source,
+            kafka_mm2.Cluster(connection(self.standby)) as target,
+        ):
+            yield source, target
+
     def stop(self) -> None:
         if self.mm2 is not None and self.mm2.poll() is None:
             self.mm2.terminate()
@@ -131,10 +141,7 @@ class Lab:
         params = dict(
             PARAMS, topics=[TOPIC], groups=list(groups), max_lag=0, max_checkpoint_age=0, max_reread=max_reread
         )
-        with (
-            kafka_mm2.Cluster(connection(self.primary)) as source,
-            kafka_mm2.Cluster(connection(self.standby)) as target,
-        ):
+        with self.clusters() as (source, target):
             return kafka_mm2.replication_status(source, target, params)
 
     def module_args(self, **extra):
@@ -397,10 +404,7 @@ def test_rollback_then_the_group_reads_the_rest_on_the_target(lab, first_read, a
 def test_a_group_mid_log_rolls_back_without_loss(lab, first_read, all_replicated):
     """LAGGARD stopped half-way: partitions MM2 could not translate start from the target's earliest offset."""
     params = dict(PARAMS, topics=None, missing="earliest")
-    with (
-        kafka_mm2.Cluster(connection(lab.primary)) as source,
-        kafka_mm2.Cluster(connection(lab.standby)) as target,
-    ):
+    with lab.clusters() as (source, target):
         plan = kafka_mm2.rollback_plan(source, target, params, LAGGARD)
         target.alter_offsets(LAGGARD, kafka_mm2.plan_offsets(plan))
     rounding = read_on_target(lab, LAGGARD, first_read[LAGGARD], plan)
@@ -412,10 +416,7 @@ def test_partitions_without_a_checkpoint_need_a_missing_policy(lab, all_replicat
     """billing-app is outside the flow's groups (orders-.*): MM2 never checkpoints it."""
     read_and_commit(lab.primary, "billing-app", 100)
     params = dict(PARAMS, topics=None, missing="fail")
-    with (
-        kafka_mm2.Cluster(connection(lab.primary)) as source,
-        kafka_mm2.Cluster(connection(lab.standby)) as target,
-    ):
+    with lab.clusters() as (source, target):
         with pytest.raises(
             kafka_mm2.KafkaMM2Error, match=r"no checkpoint for orders\.events-\d.* of group billing-app"
         ):
@@ -430,10 +431,7 @@ def test_partitions_without_a_checkpoint_need_a_missing_policy(lab, all_replicat
 
 def test_without_the_source_the_plan_comes_from_the_checkpoints_alone(lab, first_read, all_replicated):
     params = dict(PARAMS, topics=None, missing="fail")
-    with (
-        kafka_mm2.Cluster(connection(lab.primary)) as source,
-        kafka_mm2.Cluster(connection(lab.standby)) as target,
-    ):
+    with lab.clusters() as (source, target):
         with_source = kafka_mm2.rollback_plan(source, target, params, GROUP)
         alone = kafka_mm2.rollback_plan(None, target, params, GROUP)
     assert kafka_mm2.plan_offsets(alone) == kafka_mm2.plan_offsets(with_source)
