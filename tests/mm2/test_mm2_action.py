@@ -75,6 +75,10 @@ def test_check_mode_then_write_then_no_change_and_passwords_only_in_the_file(pla
     again = playbook(PLAY.format(src=src, dest=dest), "-e", extra)
     assert again.rc == 0, again.output
     assert again.stats["localhost"]["changed"] == 0
+    # With --diff an unchanged file gets the copy's attribute diff (a dict, not a list of text diffs).
+    again_diff = playbook(PLAY.format(src=src, dest=dest), "-e", extra, "--diff")
+    assert again_diff.rc == 0, again_diff.output
+    assert again_diff.stats["localhost"]["changed"] == 0
 
     # A rotated password: the diff shows that the line changed, neither the old nor the new password.
     rotated = SECRETS | {"lab_mm2_standby_password": "Scram-Pw-0003"}
@@ -87,6 +91,16 @@ def test_check_mode_then_write_then_no_change_and_passwords_only_in_the_file(pla
     assert diff["before"].count("********") == diff["after"].count("********") == 2
     assert not any(secret in check.output for secret in ("Scram-Pw-0001", "Scram-Pw-0003", "Trust-Pw-0002"))
     assert dest.read_text() == text
+
+
+def test_owner_and_group_are_set(playbook, tmp_path):
+    src, dest, extra = setup(tmp_path)
+    play = PLAY.format(src=src, dest=dest) + '        group: "0"\n        mode: "0640"\n'
+    run = playbook(play, "-e", extra)
+    assert run.rc == 0, run.output
+    assert (dest.stat().st_gid, stat.S_IMODE(dest.stat().st_mode)) == (0, 0o640)
+    again = playbook(play, "-e", extra, "--diff")
+    assert again.rc == 0 and again.stats["localhost"]["changed"] == 0, again.output
 
 
 def test_bad_team_file_fails_naming_file_key_and_value(playbook, tmp_path):

@@ -301,6 +301,7 @@ def test_plaintext_renders_exactly():
         "emit.checkpoints.interval.seconds": "5",
         "emit.heartbeats.interval.seconds": "1",
         "sync.group.offsets.interval.seconds": "60",
+        "standby.offset.flush.interval.ms": "60000",
         "sync.topic.configs.enabled": "true",
         "sync.topic.acls.enabled": "false",
         "dedicated.mode.enable.internal.rest": "false",
@@ -326,6 +327,7 @@ def test_ssl_renders_truststore_and_keystore():
         "standby.ssl.truststore.password": "trust-pw-7",
         "standby.ssl.keystore.location": "/etc/mm2/keystore.p12",
         "standby.ssl.keystore.password": "key-pw-9",
+        "standby.offset.flush.interval.ms": "60000",
     }
 
 
@@ -338,6 +340,7 @@ def test_sasl_ssl_scram_renders_the_jaas_config_with_the_password_escaped():
         "standby.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required "
         'username="mm2-orders" password="p\\"a\\\\ss wörd$1";',
         "standby.ssl.truststore.location": "/etc/mm2/truststore.p12",
+        "standby.offset.flush.interval.ms": "60000",
     }
     assert rendered["primary.security.protocol"] == "PLAINTEXT"
 

@@ -15,7 +15,7 @@ from ansible_collections.infra.obs.plugins.plugin_utils.userdata import Problems
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
-    _VALID_ARGS = frozenset(("src", "dest", "mode"))
+    _VALID_ARGS = frozenset(("src", "dest", "mode", "owner", "group"))
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
@@ -37,16 +37,29 @@ class ActionModule(ActionBase):
         if not dest:
             return result
 
-        copied = copy_content(self, properties, dest, args.get("mode", "0600"), task_vars)
+        copied = copy_content(
+            self,
+            properties,
+            dest,
+            args.get("mode", "0600"),
+            task_vars,
+            owner=args.get("owner"),
+            group=args.get("group"),
+        )
         if copied.get("failed"):
             return {"failed": True, "flow": result["flow"], "msg": f"writing {dest}: {copied.get('msg')}"}
         result.update(changed=copied.get("changed", False), dest=dest)
-        if copied.get("diff"):
+        # copy returns a list of diffs when it wrote the file, and its file module's single dict (of attributes,
+        # whose before/after are dicts) when the content was already there.
+        diffs = copied.get("diff") or []
+        if isinstance(diffs, dict):
+            diffs = [diffs]
+        if diffs:
             result["diff"] = [
                 diff
-                | {key: mask_secrets(diff[key]) for key in ("before", "after") if key in diff}
+                | {key: mask_secrets(diff[key]) for key in ("before", "after") if isinstance(diff.get(key), str)}
                 | ({"after_header": f"{src} (rendered)"} if "after_header" in diff else {})
-                for diff in copied["diff"]
+                for diff in diffs
             ]
         return result
 

@@ -38,7 +38,10 @@ description:
   - "C(flow.replication_factor) for every topic MM2 creates (replicated topics, checkpoints, heartbeats, offset syncs
     and the Kafka Connect topics) defaults to the smaller of 3 and the broker count of the cluster MM2 writes to.
     C(flow.intervals) (C(refresh_topics_seconds) 600, C(refresh_groups_seconds) 600, C(emit_checkpoints_seconds) 60,
-    C(emit_heartbeats_seconds) 1, C(sync_group_offsets_seconds) 60: MM2's defaults; the lab shortens them),
+    C(emit_heartbeats_seconds) 1, C(sync_group_offsets_seconds) 60, C(offset_flush_seconds) 60: MM2's defaults;
+    the lab shortens them. C(offset_flush_seconds) is Kafka Connect's offset commit, rendered for each cluster MM2
+    writes to: MM2 holds back a partition's last offset sync until then, so a drained group's checkpoint is exact
+    only after it),
     C(flow.offset_lag_max) (100), C(flow.tasks_max) (1), C(flow.sync_topic_configs) (true) and an optional
     C(description)."
   - "Nothing writes to the source: offset syncs go to the target (C(offset-syncs.topic.location = target)),
@@ -71,6 +74,12 @@ options:
     description: Mode of O(dest); the file holds passwords.
     type: raw
     default: "0600"
+  owner:
+    description: Owner of O(dest) (a name or a uid, e.g. the MM2 container's user); by default the connecting user.
+    type: str
+  group:
+    description: Group of O(dest) (a name or a gid).
+    type: str
 attributes:
   check_mode:
     description: Validates, renders and reports whether O(dest) would change, without writing.

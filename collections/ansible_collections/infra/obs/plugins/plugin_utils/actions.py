@@ -12,15 +12,26 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.infra.obs.plugins.plugin_utils.userdata import read_documents
 
 
-def copy_content(action: ActionBase, content: str, dest: str, mode: str, task_vars: dict) -> dict:
+def copy_content(
+    action: ActionBase,
+    content: str,
+    dest: str,
+    mode: str,
+    task_vars: dict,
+    *,
+    owner: str | None = None,
+    group: str | None = None,
+) -> dict:
     """Write content to dest on the host through ansible's copy action, so check mode, diff and changed behave as
-    the copy module's. The local file sits in a private temporary directory (0700): content may hold passwords."""
+    the copy module's (owner and group too, when given). The local file sits in a private temporary directory
+    (0700): content may hold passwords."""
     with tempfile.TemporaryDirectory() as local:
         path = os.path.join(local, os.path.basename(dest))
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(content)
         task = action._task.copy()
         task.args = {"src": path, "dest": dest, "mode": mode}
+        task.args.update({key: value for key, value in (("owner", owner), ("group", group)) if value is not None})
         copy = action._shared_loader_obj.action_loader.get(
             "ansible.legacy.copy",
             task=task,

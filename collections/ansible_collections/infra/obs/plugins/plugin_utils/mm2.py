@@ -65,6 +65,7 @@ KEYS = {
         "emit_checkpoints_seconds",
         "emit_heartbeats_seconds",
         "sync_group_offsets_seconds",
+        "offset_flush_seconds",
     },
     "failback": {"enabled", "keep_forward"},
 }
@@ -76,6 +77,7 @@ POLICIES = {
     "identity": "org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
     "prefixed": "org.apache.kafka.connect.mirror.DefaultReplicationPolicy",
 }
+OFFSET_FLUSH = "offset.flush.interval.ms"
 # file key -> (MM2 property, default, maximum). Defaults are MM2's own; the maxima catch milliseconds written as
 # seconds, and keep checkpoints (which a rollback needs newer than the group's last commit) coming.
 INTERVALS = {
@@ -84,6 +86,9 @@ INTERVALS = {
     "emit_checkpoints_seconds": ("emit.checkpoints.interval.seconds", 60, 3600),
     "emit_heartbeats_seconds": ("emit.heartbeats.interval.seconds", 1, 3600),
     "sync_group_offsets_seconds": ("sync.group.offsets.interval.seconds", 60, 3600),
+    # Kafka Connect's offset commit of the source tasks, per cluster written to: MM2 holds back the offset sync of a
+    # partition's last record until then, so a drained group's checkpoint can only be exact after it.
+    "offset_flush_seconds": (OFFSET_FLUSH, 60, 3600),
 }
 DEFAULT_OFFSET_LAG_MAX = 100
 # A team's exclude list replaces MM2's default one, which keeps internal topics and groups out: both always apply.
@@ -659,7 +664,15 @@ def render_properties(flow: Flow, secrets: Mapping[str, object]) -> str:
             ("emit.checkpoints.enabled", True),
             ("offset.lag.max", flow.offset_lag_max),
             ("sync.group.offsets.enabled", flow.sync_group_offsets),
-            *((INTERVALS[name][0], seconds) for name, seconds in flow.intervals.items()),
+            *(
+                (INTERVALS[name][0], seconds)
+                for name, seconds in flow.intervals.items()
+                if name != "offset_flush_seconds"
+            ),
+            *(
+                (f"{cluster}.{OFFSET_FLUSH}", flow.intervals["offset_flush_seconds"] * 1000)
+                for cluster in sorted({b for _a, b in enabled})
+            ),
         ],
     )
     section(
