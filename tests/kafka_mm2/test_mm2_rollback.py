@@ -39,18 +39,7 @@ PARAMS = dict(source_alias="primary", replication_policy="identity", separator="
 
 
 def connection(node):
-    return dict(
-        bootstrap_servers=[node.bootstrap],
-        security_protocol="PLAINTEXT",
-        sasl_mechanism=None,
-        username=None,
-        password=None,
-        ssl_cafile=None,
-        ssl_certfile=None,
-        ssl_keyfile=None,
-        ssl_password=None,
-        ssl_check_hostname=True,
-    )
+    return kafka_mm2.connection_params([node.bootstrap])
 
 
 def wait_for(what, check, done=bool, timeout=90, log=None):
@@ -77,14 +66,19 @@ class Lab:
         team = yaml.safe_load((REPO / "inventories" / "lab" / "mm2" / "orders.yml").read_text())
         team["clusters"]["primary"]["bootstrap_servers"] = [self.primary.bootstrap]
         team["clusters"]["standby"]["bootstrap_servers"] = [self.standby.bootstrap]
+        # offset_flush_seconds: MM2 holds back the offset sync of a partition's last record until its task commits;
+        # only then can a drained group's checkpoint become exact.
         team["flow"]["intervals"] = dict(
-            refresh_topics_seconds=1, refresh_groups_seconds=1, emit_checkpoints_seconds=1, emit_heartbeats_seconds=1
+            refresh_topics_seconds=1,
+            refresh_groups_seconds=1,
+            emit_checkpoints_seconds=1,
+            emit_heartbeats_seconds=1,
+            offset_flush_seconds=1,
         )
         team["flow"]["offset_lag_max"] = OFFSET_LAG_MAX
-        # MM2 holds back the offset sync of a partition's last record until its task commits, every
-        # offset.flush.interval.ms (60 s by default; the herder writing to standby reads it with that prefix): only
-        # then can a drained group's checkpoint become exact.
-        return mm2.render_properties(mm2.load([("orders.yml", team)]), {}) + "standby.offset.flush.interval.ms = 1000\n"
+        properties = mm2.render_properties(mm2.load([("orders.yml", team)]), {})
+        assert "standby.offset.flush.interval.ms = 1000" in properties
+        return properties
 
     def agent_options(self) -> list[str]:
         """Extra JVM options for MM2 (a Java agent)."""

@@ -16,7 +16,10 @@ import struct
 import time
 import traceback
 
-from ansible.module_utils.basic import missing_required_lib
+try:
+    from ansible.module_utils.basic import missing_required_lib
+except ImportError:  # imported as the plain module kafka_mm2 by roles/mm2/files/mm2_readiness.py, without Ansible
+    missing_required_lib = None
 
 try:
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -39,6 +42,16 @@ CONNECTION_OPTIONS = dict(
     ssl_password=dict(type="str", no_log=True),
     ssl_check_hostname=dict(type="bool", default=True),
 )
+
+
+def connection_params(bootstrap_servers, **given):
+    """One cluster's connection options as the modules receive them: every option's default (None where it has none)
+    with the given ones."""
+    return {name: spec.get("default") for name, spec in CONNECTION_OPTIONS.items()} | dict(
+        bootstrap_servers=bootstrap_servers, **given
+    )
+
+
 CONNECTION_REQUIRED_IF = [("security_protocol", "SASL_SSL", ("sasl_mechanism", "username", "password"))]
 FLOW_OPTIONS = dict(
     source_alias=dict(type="str", required=True),
