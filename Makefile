@@ -9,9 +9,9 @@ VENV := $(INFRA_OBS_CACHE)/venv
 export PATH := $(VENV)/bin:$(INFRA_OBS_CACHE)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION := collections/ansible_collections/infra/obs
-MOLECULE_SCENARIOS := probe whitelist
+MOLECULE_SCENARIOS := probe whitelist mm2
 
-.PHONY: setup demo test lint unit molecule bench-whitelist bench-probe store-up store-down lab-up lab-down clean
+.PHONY: setup demo test lint unit molecule bench-whitelist bench-probe bench-mm2 store-up store-down lab-up lab-down clean
 
 setup:
 	scripts/setup-host.sh
@@ -60,5 +60,9 @@ bench-whitelist: setup
 # bench/probe fetches smokeping_prober itself (scripts/fetch-smokeping-prober.sh).
 bench-probe: setup
 	python bench/probe/run.py
+
+# bench/mm2 runs real KRaft clusters and MirrorMaker 2 on loopback from the jars of scripts/fetch-kafka.sh.
+bench-mm2: setup
+	python bench/mm2/run.py
 
 clean: lab-down store-down

@@ -1,5 +1,5 @@
-"""Prints where to look after `make demo`: Prometheus's address and its targets by region and AZ, then one allowed
-and one denied request through the lab's whitelist proxy."""
+"""Prints where to look after `make demo`: Prometheus's address and its targets by region and AZ, the probe mesh, one
+allowed and one denied request through the lab's whitelist proxy, and the MirrorMaker 2 flow as Prometheus sees it."""
 
 import json
 import subprocess
@@ -99,6 +99,29 @@ def probe_mesh(lab: dict, url: str) -> bool:
     return len(pairs) >= expected
 
 
+def mm2_flows(lab: dict, url: str) -> bool:
+    """Each flow's MM2 up with its connectors running and its rollback-readiness check passing, in Prometheus."""
+    hostvars = lab["_meta"]["hostvars"]
+    ok = True
+    for host in lab.get("mm2_hosts", {}).get("hosts", []):
+        for flow in hostvars[host]["mm2_flows"]:
+            name = flow["name"]
+            running = f'kafka_mm2_connector_status{{job="mm2-{name}", status="running"}}'
+            checked = f'infra_obs_mm2_readiness_check_success{{job="rollback-readiness-{name}"}} == 1'
+            wait_for(lambda: prometheus_query(url, running) and prometheus_query(url, checked), 90)  # noqa: B023
+            connectors = sorted(s["metric"]["connector"] for s in prometheus_query(url, running))
+            readiness = prometheus_query(url, checked)
+            print(f"\nMirrorMaker 2 flow {name} on {host} ({hostvars[host]['ansible_host']})")
+            print(f"  connectors running: {', '.join(connectors) or 'none'}")
+            print(f"  rollback-readiness check: {'passing' if readiness else 'not passing'}")
+            print(
+                "  dashboard: roles/mm2/files/dashboards/mm2.json; roll a group over with playbooks/mm2_rollback.yml "
+                "(README: Kafka MirrorMaker 2)"
+            )
+            ok = ok and len(connectors) >= 2 and bool(readiness)
+    return ok
+
+
 def all_hosts(lab: dict, group: str) -> list[str]:
     """The hosts of an inventory group, its children's included."""
     entry = lab.get(group, {})
@@ -139,7 +162,13 @@ def main() -> int:
     whitelist_ok = whitelist_requests(lab)
     if not whitelist_ok:
         print("\nthe whitelist proxy did not answer 200 and 403 as its rules say; see above", file=sys.stderr)
-    return 0 if complete and mesh_ok and whitelist_ok else 1
+    mm2_ok = mm2_flows(lab, url)
+    if not mm2_ok:
+        print(
+            "\nan MM2 flow is not replicating or its readiness check does not pass after 90 s; see above",
+            file=sys.stderr,
+        )
+    return 0 if complete and mesh_ok and whitelist_ok and mm2_ok else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,20 @@ source "$(dirname "$0")/lib.sh"
 "$REPO_ROOT/scripts/build-prometheus.sh"
 "$REPO_ROOT/scripts/fetch-grafana-schema.sh" >/dev/null
 "$REPO_ROOT/scripts/build-probe-wheelhouse.sh"
+"$REPO_ROOT/scripts/build-mm2-image.sh" >/dev/null
+
+# Kafka's jars as one reproducible archive for the lab's brokers (role kafka_lab), remade when the manifest changes
+# (the stamp lives outside artifacts/, which the store serves whole).
+libs=$("$REPO_ROOT/scripts/fetch-kafka.sh")
+kafka_archive="$INFRA_OBS_CACHE/artifacts/kafka/kafka-libs-$(lab_var kafka_version).tar.gz"
+manifest_sum=$(sha256sum <"$REPO_ROOT/scripts/kafka-jars.sha256" | cut -d' ' -f1)
+if [[ ! -f $kafka_archive.sha256 || "$(cat "$INFRA_OBS_CACHE/kafka/.libs-archive" 2>/dev/null)" != "$manifest_sum" ]]; then
+  mkdir -p "$(dirname "$kafka_archive")"
+  tar -C "$(dirname "$libs")" --sort=name --owner=0 --group=0 --mtime=@0 -c libs | gzip -n >"$kafka_archive.tmp"
+  mv "$kafka_archive.tmp" "$kafka_archive"
+  (cd "$(dirname "$kafka_archive")" && sha256sum "$(basename "$kafka_archive")" >"$(basename "$kafka_archive").sha256")
+  echo "$manifest_sum" >"$INFRA_OBS_CACHE/kafka/.libs-archive"
+fi
 
 # The same promtool as the servers run, for `promtool check` and `promtool test rules` on the controller.
 version=$(lab_var prometheus_version)

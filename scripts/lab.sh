@@ -19,14 +19,17 @@ clean() {
     # podman times out waiting for its exit file and marks it exited; the second removal then succeeds.
     podman rm -f -i -t 2 $names >/dev/null || podman rm -f -i -t 2 $names >/dev/null
   fi
+  names=$(podman volume ls --format '{{.Name}}' | grep "^$1" || true)
+  [[ -z $names ]] || { log "removing volumes: $(echo $names)"; podman volume rm -f $names >/dev/null; }
   names=$(podman network ls --format '{{.Name}}' | grep "^$1" || true)
   [[ -z $names ]] || { log "removing networks: $(echo $names)"; podman network rm -f $names >/dev/null; }
 }
 
-# One line per host: container name, IPv4, IPv6, inventory name.
+# One line per host: container name, IPv4, IPv6, inventory name, whether it runs containers itself.
 hosts() {
   "$INFRA_OBS_CACHE/venv/bin/ansible-inventory" -i "$REPO_ROOT/inventories/lab/hosts.yml" --list |
-    jq -r '._meta.hostvars | to_entries[] | "\(.value.ansible_host) \(.value.lab_ipv4) \(.value.lab_ipv6) \(.key)"'
+    jq -r '._meta.hostvars | to_entries[] |
+      "\(.value.ansible_host) \(.value.lab_ipv4) \(.value.lab_ipv6) \(.key) \(.value.lab_nested_containers // false)"'
 }
 
 containers() { hosts | cut -d' ' -f1; }
@@ -36,12 +39,19 @@ up() {
   image=$("$REPO_ROOT/scripts/build-base-image.sh")
   clean "$prefix"
   podman network create --ipv6 --subnet 10.89.60.0/24 --subnet fd00:89:60::/64 "$network" >/dev/null
-  while read -r name ipv4 ipv6 host; do
+  while read -r name ipv4 ipv6 host nested; do
     # A new container is a new machine: facts cached for its predecessor (ansible.cfg) would mislead the roles.
     # (ansible-core 2.19 names the files <schema>_<host>, e.g. s1_mon.)
     rm -f "$HOME/.cache/infra-obs/facts/$host" "$HOME/.cache/infra-obs/facts/"*_"$host"
+    # A host that runs containers (the MM2 host) needs privileges, the host's cgroups and, for overlay storage, a
+    # volume that is not itself on overlayfs (LAB.md's nested-podman recipe).
+    nesting=()
+    if [[ $nested == true ]]; then
+      podman volume rm -f "$name-storage" >/dev/null 2>&1 || true
+      nesting=(--privileged --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw -v "$name-storage:/var/lib/containers")
+    fi
     podman run -d --name "$name" --hostname "${name#"$prefix"}" --network "$network" --ip "$ipv4" --ip6 "$ipv6" \
-      --systemd=always --cap-add NET_ADMIN,NET_RAW "$image" /sbin/init >/dev/null
+      --systemd=always --cap-add NET_ADMIN,NET_RAW "${nesting[@]}" "$image" /sbin/init >/dev/null
   done < <(hosts)
   for name in $(containers); do
     for _ in $(seq 50); do
