@@ -24,7 +24,7 @@ def load(path):
 
 
 def test_every_role_with_alerts_ships_a_dashboard():
-    assert {p.parent.parent.parent.name for p in DASHBOARDS} >= {"nginx_whitelist", "probe_exporter"}
+    assert {p.parent.parent.parent.name for p in DASHBOARDS} >= {"mm2", "nginx_whitelist", "probe_exporter"}
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
