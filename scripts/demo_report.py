@@ -145,12 +145,12 @@ def main() -> int:
         by_place[(labels.get("region", "?"), labels.get("az", "?"))].append(target)
     print(f"\nPrometheus: {url}  (API: {url}/api/v1/targets)")
     print(f"{len(targets)} targets discovered through Consul ({expected} instances registered with the tag metrics):\n")
-    print(f"{'REGION':<15} {'AZ':<15} {'JOB':<22} {'NODE':<15} {'INSTANCE':<20} HEALTH")
+    print(f"{'REGION':<15} {'AZ':<15} {'JOB':<26} {'NODE':<15} {'INSTANCE':<20} HEALTH")
     for (region, az), group in sorted(by_place.items()):
         for target in sorted(group, key=lambda t: (t["labels"]["job"], t["labels"].get("node", ""))):
             labels = target["labels"]
             print(
-                f"{region:<15} {az:<15} {labels['job']:<22} {labels.get('node', ''):<15} "
+                f"{region:<15} {az:<15} {labels['job']:<26} {labels.get('node', ''):<15} "
                 f"{labels['instance']:<20} {target['health']}"
             )
     complete = len(targets) == expected and all(t["health"] == "up" for t in targets)
