@@ -52,12 +52,12 @@ PREFIX = "infra_obs_mm2_"
 MASK = "********"
 # MM2's defaults (MirrorMakerConfig / DefaultTopicFilter / DefaultGroupFilter, Kafka 4.x).
 DEFAULT_TOPICS = ".*"
-DEFAULT_TOPICS_EXCLUDE = r".*[\-\.]internal, .*\.replica, __.*"
+DEFAULT_TOPICS_EXCLUDE = ", ".join(kafka_mm2.MM2_TOPICS_EXCLUDE)
 DEFAULT_GROUPS = ".*"
 # Always applied, as infra.obs.mm2_config renders them: a groups.exclude written by hand replaces MM2's defaults.
-MM2_GROUPS_EXCLUDE = (r"console-consumer-.*", r"connect-.*", r"__.*")
-IDENTITY_POLICY = "org.apache.kafka.connect.mirror.IdentityReplicationPolicy"
-DEFAULT_POLICY = "org.apache.kafka.connect.mirror.DefaultReplicationPolicy"
+MM2_GROUPS_EXCLUDE = kafka_mm2.MM2_GROUPS_EXCLUDE
+IDENTITY_POLICY = kafka_mm2.POLICY_CLASSES["identity"]
+DEFAULT_POLICY = kafka_mm2.POLICY_CLASSES["prefixed"]
 TIMEOUT_MS = 10000
 PEM_SUFFIXES = (".pem", ".crt", ".cer")
 JAAS_OPTION = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]+)')

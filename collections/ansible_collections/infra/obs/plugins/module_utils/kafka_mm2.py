@@ -59,6 +59,15 @@ FLOW_OPTIONS = dict(
     separator=dict(type="str", default="."),
     checkpoints_topic=dict(type="str"),
 )
+# MM2's replication policies by infra.obs's name for them (Kafka 4.x connect-mirror-client).
+POLICY_CLASSES = {
+    "identity": "org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
+    "prefixed": "org.apache.kafka.connect.mirror.DefaultReplicationPolicy",
+}
+# MM2's own excludes (DefaultTopicFilter, DefaultGroupFilter): a team's exclude list would replace them, so infra.obs
+# renders them beside it, and the readiness exporter applies them to what it reads.
+MM2_TOPICS_EXCLUDE = (r".*[\-\.]internal", r".*\.replica", r"__.*")
+MM2_GROUPS_EXCLUDE = (r"console-consumer-.*", r"connect-.*", r"__.*")
 CHECKPOINT_VERSION = 0
 # A group with members is in one of these states; Empty and Dead ones have none.
 ACTIVE_STATES = ("Stable", "PreparingRebalance", "CompletingRebalance", "Assigning", "Reconciling")

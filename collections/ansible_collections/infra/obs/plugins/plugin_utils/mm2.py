@@ -16,6 +16,11 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from ansible_collections.infra.obs.plugins.module_utils.kafka_mm2 import (
+    MM2_GROUPS_EXCLUDE,
+    MM2_TOPICS_EXCLUDE,
+    POLICY_CLASSES,
+)
 from ansible_collections.infra.obs.plugins.plugin_utils.userdata import Problem, ProblemsError
 
 MASK = "********"
@@ -73,10 +78,6 @@ PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 SASL_KEYS = ("sasl_mechanism", "username", "password_var")
 SSL_KEYS = ("truststore", "truststore_password_var", "keystore", "keystore_password_var")
-POLICIES = {
-    "identity": "org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
-    "prefixed": "org.apache.kafka.connect.mirror.DefaultReplicationPolicy",
-}
 OFFSET_FLUSH = "offset.flush.interval.ms"
 # file key -> (MM2 property, default, maximum). Defaults are MM2's own; the maxima catch milliseconds written as
 # seconds, and keep checkpoints (which a rollback needs newer than the group's last commit) coming.
@@ -91,9 +92,6 @@ INTERVALS = {
     "offset_flush_seconds": (OFFSET_FLUSH, 60, 3600),
 }
 DEFAULT_OFFSET_LAG_MAX = 100
-# A team's exclude list replaces MM2's default one, which keeps internal topics and groups out: both always apply.
-MM2_TOPICS_EXCLUDE = (r".*[\-\.]internal", r".*\.replica", r"__.*")
-MM2_GROUPS_EXCLUDE = (r"console-consumer-.*", r"connect-.*", r"__.*")
 # Every topic MM2 creates: the replicated topics, its own, and the herder's Kafka Connect topics. All on the cluster
 # a flow writes to (offset syncs too, with offset-syncs.topic.location = target).
 REPLICATION_FACTORS = (
@@ -470,7 +468,9 @@ class _Loader:
             self.fail(file, "flow.target", target.alias, why)
         topics = self.filter(file, "flow.topics", spec.get("topics", {}), None)
         groups = self.filter(file, "flow.groups", spec.get("groups", {}), [".*"])
-        policy = self.choice(file, "flow.replication_policy", spec.get("replication_policy", "identity"), POLICIES)
+        policy = self.choice(
+            file, "flow.replication_policy", spec.get("replication_policy", "identity"), POLICY_CLASSES
+        )
         separator = "."
         if "separator" in spec and policy != "prefixed":
             why = "only with replication_policy: prefixed (identity keeps topic names)"
@@ -648,7 +648,7 @@ def render_properties(flow: Flow, secrets: Mapping[str, object]) -> str:
     section(
         "Topic names: the identity policy keeps them, so consumers can roll over to the other cluster. Set for\n"
         "every connector: the checkpoint connector names the topics it translates with it too.",
-        [("replication.policy.class", POLICIES[flow.policy])]
+        [("replication.policy.class", POLICY_CLASSES[flow.policy])]
         + ([("replication.policy.separator", flow.separator)] if flow.policy == "prefixed" else []),
     )
     section(
