@@ -11,13 +11,21 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION := collections/ansible_collections/infra/obs
 MOLECULE_SCENARIOS := probe whitelist mm2
 
-.PHONY: setup demo test lint unit molecule bench-whitelist bench-probe bench-mm2 store-up store-down lab-up lab-down clean
+.PHONY: setup venv collection demo test check lint unit molecule bench-whitelist bench-probe bench-mm2 store-up store-down \
+	lab-up lab-down clean
 
-setup:
+setup: venv
 	scripts/setup-host.sh
-	scripts/setup-venv.sh >/dev/null
 	scripts/build-base-image.sh >/dev/null
 	scripts/fetch-artifacts.sh
+
+# Lint needs only the Python tools: no host packages, images or artefacts.
+venv:
+	scripts/setup-venv.sh >/dev/null
+
+# The collection as a release ships it: built, and installed as a user installs it (scripts/install-collection.sh).
+collection: venv
+	scripts/install-collection.sh >/dev/null
 
 store-up: setup
 	python scripts/store.py up
@@ -35,23 +43,26 @@ demo: lab-up
 	ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml -e infra_obs_batch_size=100%
 	python scripts/demo_report.py
 
-lint: setup
+lint: venv
 	ruff check .
 	ruff format --check .
 	yamllint -s .
 	ansible-lint
 	python scripts/check_argument_specs.py
-	ansible-galaxy collection build --force --output-path $(INFRA_OBS_CACHE)/build $(COLLECTION)
-	cd $(COLLECTION) && ansible-test sanity --python 3.11 --venv --requirements
+	cd $(COLLECTION) && antsibull-changelog lint
+	cd "$$(scripts/install-collection.sh)/ansible_collections/infra/obs" && ansible-test sanity --python 3.11 --venv --requirements
 
 unit: store-up
-	pytest -q tests
+	pytest -q
 
-molecule: store-up
+molecule: store-up collection
 	scripts/lab.sh clean infraobs-mol-
 	for scenario in $(MOLECULE_SCENARIOS); do scripts/molecule-test.sh $$scenario; done
 
 test: lint unit molecule
+
+# Quick feedback: lint and pytest, without the molecule scenarios.
+check: lint unit
 
 # Benchmarks compare with their peer in one run and print ratios; they are not part of `make test`.
 bench-whitelist: setup

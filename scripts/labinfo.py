@@ -78,8 +78,8 @@ def molecule_playbook(playbook: str, *args: str, expect_success: bool = True) ->
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=str(ephemeral / "ansible.cfg"),
-        ANSIBLE_ROLES_PATH=str(project / "roles"),
-        ANSIBLE_COLLECTIONS_PATH=str(project / "collections"),
+        # The scenario's own choice (the installed tarball for mm2), else the checkout.
+        ANSIBLE_COLLECTIONS_PATH=os.environ.get("ANSIBLE_COLLECTIONS_PATH", str(project / "collections")),
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
     )
     result = subprocess.run(

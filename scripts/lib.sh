@@ -2,7 +2,10 @@
 # Everything built or fetched lives under one fixed cache directory so CI and later runs reuse it.
 INFRA_OBS_CACHE=${INFRA_OBS_CACHE:-/var/cache/infra-obs}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export INFRA_OBS_CACHE REPO_ROOT
+# Where scripts/install-collection.sh installs the built collection: per checkout, and outside any git work tree
+# (ansible-test reads the file list from git, and .lab/ is ignored, so it would test nothing there).
+INFRA_OBS_COLLECTION=${INFRA_OBS_COLLECTION:-/tmp/infra-obs-collection-$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-12)}
+export INFRA_OBS_CACHE REPO_ROOT INFRA_OBS_COLLECTION
 
 log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -1,5 +1,6 @@
 """Shared helpers: run real ansible-playbook against the controller itself, and reach the lab's artifact store."""
 
+import collections
 import os
 import pathlib
 import subprocess
@@ -52,3 +53,18 @@ def store():
     )
     client.head_bucket(Bucket=BUCKET)
     return client
+
+
+# Where the suite's time goes: the seconds each test directory took (set-up, test and tear-down, summed over workers),
+# printed after the results so `make test` logs keep a per-part record.
+_DIRECTORY_SECONDS: collections.Counter = collections.Counter()
+
+
+def pytest_runtest_logreport(report):
+    _DIRECTORY_SECONDS[str(pathlib.Path(report.location[0]).parent)] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.section("seconds per test directory")
+    for directory, seconds in sorted(_DIRECTORY_SECONDS.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{seconds:8.1f}  {directory}")

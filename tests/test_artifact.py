@@ -1,5 +1,6 @@
-"""The artifact role against the real artifact store: a good artefact installs once and then reports no change;
-a checksum mismatch stops before the host's file is touched and names the URL, the file and both sums."""
+"""The internal _artifact role against the real artifact store: a good artefact installs once and then reports no
+change; a checksum mismatch stops before the host's file is touched and names the URL, the file and both sums; a play
+that names the role itself is refused."""
 
 import hashlib
 import io
@@ -11,16 +12,22 @@ from conftest import BUCKET, STORE
 PLAY = """
 - hosts: localhost
   gather_facts: false
-  tasks:
-    - ansible.builtin.include_role:
-        name: artifact
+  roles:
+    - role: caller
       vars:
-        artifact_url: "{url}"
-        artifact_checksum: "{checksum}"
-        artifact_controller_cache: "{cache}"
-        artifact_files:
+        _artifact_url: "{url}"
+        _artifact_checksum: "{checksum}"
+        _artifact_controller_cache: "{cache}"
+        _artifact_files:
           - {{src: tool-1.0/tool, dest: "{dest}"}}
 """
+
+
+def caller_role(play_dir):
+    """A role beside the test's playbook that includes the internal role, as the collection's roles do."""
+    tasks = play_dir / "roles" / "caller" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "main.yml").write_text("- ansible.builtin.include_role:\n    name: infra.obs._artifact\n")
 
 
 def tarball(content: bytes) -> bytes:
@@ -47,6 +54,7 @@ def published(store, tmp_path):
 
 
 def test_installs_verified_artefact_once(playbook, published, tmp_path):
+    caller_role(tmp_path)
     url, _ = published
     dest = tmp_path / "bin" / "tool"
     dest.parent.mkdir()
@@ -64,6 +72,7 @@ def test_installs_verified_artefact_once(playbook, published, tmp_path):
 
 
 def test_checksum_mismatch_stops_before_the_host_is_touched(playbook, published, tmp_path):
+    caller_role(tmp_path)
     url, digest = published
     wrong = "0" * 64
     dest = tmp_path / "tool"
@@ -78,3 +87,13 @@ def test_checksum_mismatch_stops_before_the_host_is_touched(playbook, published,
     assert wrong in message and digest in message
     assert dest.read_text() == "the installed version\n"
     assert not (tmp_path / "cache" / "unpacked").exists()
+
+
+def test_a_play_cannot_use_the_internal_role_directly(playbook, published, tmp_path):
+    url, _ = published
+    dest = tmp_path / "tool"
+    play = PLAY.replace("- role: caller", "- role: infra.obs._artifact")
+    run = playbook(play.format(url=url, checksum=f"sha256:{url}.sha256", cache=tmp_path / "cache", dest=dest))
+    assert run.rc != 0
+    assert "infra.obs._artifact is internal" in run.failures()[-1]
+    assert not dest.exists()

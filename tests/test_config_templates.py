@@ -163,18 +163,18 @@ def test_prometheus_installs_every_rule_file_the_roles_ship(playbook):
           gather_facts: false
           tasks:
             - ansible.builtin.include_role:
-                name: prometheus
+                name: infra.obs.prometheus
                 tasks_from: preflight.yml
               vars:
                 prometheus_archive_url: http://mirror.invalid/prometheus.tar.gz
                 prometheus_rule_files: [/dev/null]
             - ansible.builtin.debug:
-                var: prometheus_all_rule_files
+                var: _prometheus_all_rule_files
         """
     )
     assert run.rc == 0, run.output
-    listed = run.json["plays"][0]["tasks"][-1]["hosts"]["localhost"]["prometheus_all_rule_files"]
-    shipped = sorted(str(p) for p in REPO.glob("roles/*/files/rules/*.rules.yml"))
+    listed = run.json["plays"][0]["tasks"][-1]["hosts"]["localhost"]["_prometheus_all_rule_files"]
+    shipped = sorted(str(p.resolve()) for p in REPO.glob("roles/*/files/rules/*.rules.yml"))
     assert {"infra_obs_core.rules.yml", "nginx_whitelist.rules.yml"} <= {pathlib.Path(p).name for p in shipped}
     assert [str(pathlib.Path(p).resolve()) for p in listed] == [*shipped, "/dev/null"]
 

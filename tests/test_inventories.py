@@ -1,5 +1,5 @@
 """Both shipped inventories place every host in a region and an AZ, as preflight demands, and the example uses
-only documentation addresses. Read with ansible-inventory; no host is contacted."""
+only documentation addresses; the lab's MM2 team file is valid. Read with ansible-inventory; no host is contacted."""
 
 import ipaddress
 import json
@@ -9,6 +9,8 @@ import subprocess
 
 import pytest
 import yaml
+from ansible_collections.infra.obs.plugins.plugin_utils.mm2 import load as load_mm2_flow
+from ansible_collections.infra.obs.plugins.plugin_utils.userdata import read_documents
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import load
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -48,3 +50,13 @@ def test_example_whitelists_compile():
         "198.51.100.0/25",
         "2001:db8:64::/48",
     ]
+
+
+def test_lab_mm2_team_file_is_valid():
+    flow = load_mm2_flow(read_documents(str(REPO / "inventories/lab/mm2")))
+    assert (flow.source.alias, flow.target.alias, flow.policy, flow.replication_factor) == (
+        "primary",
+        "standby",
+        "identity",
+        1,
+    )

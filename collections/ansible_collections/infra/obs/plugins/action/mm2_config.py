@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
+from ansible_collections.infra.obs.plugins.module_utils._action_specs import MM2_CONFIG
 from ansible_collections.infra.obs.plugins.plugin_utils.actions import copy_content, source_documents
 from ansible_collections.infra.obs.plugins.plugin_utils.mm2 import Flow, load, mask_secrets, render_properties
 from ansible_collections.infra.obs.plugins.plugin_utils.userdata import ProblemsError
@@ -15,15 +16,14 @@ from ansible_collections.infra.obs.plugins.plugin_utils.userdata import Problems
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
-    _VALID_ARGS = frozenset(("src", "dest", "mode", "owner", "group"))
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         del tmp
-        args = self._task.args
-        src, documents = source_documents(self, "the MM2 team file or directory")
-        dest = args.get("dest")
+        _validation, args = self.validate_argument_spec(argument_spec=MM2_CONFIG)
+        src, documents = source_documents(self, args["src"])
+        dest = args["dest"]
         try:
             flow = load(documents)
             properties = render_properties(flow, self._passwords(flow, task_vars)) if dest else None
@@ -41,10 +41,10 @@ class ActionModule(ActionBase):
             self,
             properties,
             dest,
-            args.get("mode", "0600"),
+            args["mode"],
             task_vars,
-            owner=args.get("owner"),
-            group=args.get("group"),
+            owner=args["owner"],
+            group=args["group"],
         )
         if copied.get("failed"):
             return {"failed": True, "flow": result["flow"], "msg": f"writing {dest}: {copied.get('msg')}"}

@@ -10,19 +10,19 @@ import json
 import os
 
 from ansible.plugins.action import ActionBase
+from ansible_collections.infra.obs.plugins.module_utils._action_specs import NGINX_WHITELIST
 from ansible_collections.infra.obs.plugins.plugin_utils.actions import copy_content, source_documents
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import (
-    ACCESS_LOG,
     WhitelistError,
     access_diff,
     compile_nginx,
     load,
 )
 
-ACCESS_FILE = "access.json"
+_ACCESS_FILE = "access.json"
 
 
-def access_lines(access: dict) -> str:
+def _access_lines(access: dict) -> str:
     """One line per (backend, path, group, CIDR): a unified diff of two of these reads as who gains or loses what."""
     lines = [
         f"{backend} {path} {group} {cidr}"
@@ -36,13 +36,12 @@ def access_lines(access: dict) -> str:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
-    _VALID_ARGS = frozenset(("src", "dest", "address_variable", "access_log", "explain", "mode"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars or {})
         del tmp
-        args = self._task.args
-        src, documents = source_documents(self, "the whitelist file or directory")
+        _validation, args = self.validate_argument_spec(argument_spec=NGINX_WHITELIST)
+        src, documents = source_documents(self, args["src"])
         try:
             whitelist = load(documents)
         except WhitelistError as error:
@@ -58,13 +57,13 @@ class ActionModule(ActionBase):
             access=access,
             warnings=[str(w) for w in whitelist.warnings],
         )
-        if args.get("explain"):
+        if args["explain"]:
             try:
                 result["explain"] = whitelist.explain(args["explain"])
             except ValueError as error:
                 return {"failed": True, "msg": f"explain: {args['explain']!r} is not an IP address ({error})"}
 
-        dest = args.get("dest")
+        dest = args["dest"]
         if not dest:
             return result
 
@@ -74,19 +73,17 @@ class ActionModule(ActionBase):
             result["diff"] = [
                 {
                     "before_header": f"{dest} (effective access)",
-                    "before": access_lines(before),
+                    "before": _access_lines(before),
                     "after_header": f"{src} (effective access)",
-                    "after": access_lines(access),
+                    "after": _access_lines(access),
                 }
             ]
 
-        files = compile_nginx(
-            whitelist, args.get("address_variable", "$remote_addr"), args.get("access_log", ACCESS_LOG)
-        )
-        files[ACCESS_FILE] = json.dumps(access, indent=2, sort_keys=True) + "\n"
+        files = compile_nginx(whitelist, args["address_variable"], args["access_log"])
+        files[_ACCESS_FILE] = json.dumps(access, indent=2, sort_keys=True) + "\n"
         result["files"] = sorted(files)
         for name, content in sorted(files.items()):
-            copied = copy_content(self, content, os.path.join(dest, name), args.get("mode", "0644"), task_vars)
+            copied = copy_content(self, content, os.path.join(dest, name), args["mode"], task_vars)
             if copied.get("failed"):
                 return copied | {"msg": f"writing {os.path.join(dest, name)}: {copied.get('msg')}"}
             result["changed"] = result["changed"] or copied.get("changed", False)
@@ -95,7 +92,7 @@ class ActionModule(ActionBase):
     def _deployed_access(self, dest: str, task_vars: dict) -> dict:
         slurped = self._execute_module(
             module_name="ansible.legacy.slurp",
-            module_args={"src": os.path.join(dest, ACCESS_FILE)},
+            module_args={"src": os.path.join(dest, _ACCESS_FILE)},
             task_vars=task_vars,
         )
         if slurped.get("failed"):

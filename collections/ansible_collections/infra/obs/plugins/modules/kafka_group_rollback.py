@@ -25,6 +25,7 @@ description:
 version_added: 0.1.0
 extends_documentation_fragment:
   - infra.obs.kafka_mm2
+  - infra.obs.attributes.kafka_client
 author: infra.obs maintainers (@infra-obs)
 requirements:
   - kafka-python >= 3.0
@@ -57,10 +58,6 @@ attributes:
   diff_mode:
     description: The group's target offsets per C(topic-partition), before and after.
     support: full
-  platform:
-    description: Needs network access to the clusters and kafka-python.
-    support: full
-    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -2,7 +2,8 @@
 # Copyright: infra.obs maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-# The work is done by the action plugin of the same name, on the controller; this file carries the documentation.
+# The work is done by the action plugin of the same name, on the controller. This file carries the documentation and
+# hands the argument spec the action plugin validates with to AnsibleModule, so validate-modules compares the two.
 
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ description:
     platform's tooling; MM2's ACL sync needs ACL admin rights on the cluster it writes to and would write ACLs into
     the source on failback), C(dedicated.mode.enable.internal.rest = false) (one MM2 process per flow)."
 version_added: 0.1.0
+extends_documentation_fragment:
+  - infra.obs.attributes.action_controller
 author: infra.obs maintainers (@infra-obs)
 options:
   src:
@@ -91,9 +94,6 @@ attributes:
     description: Renders on the controller and writes O(dest) on any POSIX host.
     support: full
     platforms: posix
-  action:
-    description: Runs on the controller as an action plugin, where it reads the team's files and password variables.
-    support: full
 """
 
 EXAMPLES = r"""
@@ -184,3 +184,13 @@ problems:
   type: list
   elements: dict
 """
+
+from ansible_collections.infra.obs.plugins.module_utils._action_specs import MM2_CONFIG, refuse_without_action  # noqa: E402
+
+
+def main():
+    refuse_without_action("infra.obs.mm2_config", MM2_CONFIG)
+
+
+if __name__ == "__main__":
+    main()

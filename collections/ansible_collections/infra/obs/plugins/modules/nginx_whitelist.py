@@ -2,7 +2,8 @@
 # Copyright: infra.obs maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-# The work is done by the action plugin of the same name, on the controller; this file carries the documentation.
+# The work is done by the action plugin of the same name, on the controller. This file carries the documentation and
+# hands the argument spec the action plugin validates with to AnsibleModule, so validate-modules compares the two.
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ description:
   - With O(dest), writes C(http.conf), C(stream.conf) and C(access.json) (the effective access) to that directory on
     the host. The diff is the change in effective access, one line per backend, path, group and CIDR.
 version_added: 0.1.0
+extends_documentation_fragment:
+  - infra.obs.attributes.action_controller
 author: infra.obs maintainers (@infra-obs)
 options:
   src:
@@ -57,9 +60,6 @@ attributes:
     support: full
   diff_mode:
     description: Shows the change in effective access, one line per backend, path, group and CIDR.
-    support: full
-  action:
-    description: Runs on the controller as an action plugin, so it reads the users' files there.
     support: full
 """
 
@@ -107,3 +107,13 @@ problems:
   type: list
   elements: dict
 """
+
+from ansible_collections.infra.obs.plugins.module_utils._action_specs import NGINX_WHITELIST, refuse_without_action  # noqa: E402
+
+
+def main():
+    refuse_without_action("infra.obs.nginx_whitelist", NGINX_WHITELIST)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.infra.obs.plugins.plugin_utils.userdata import read_documents
 
@@ -44,11 +43,8 @@ def copy_content(
         return copy.run(task_vars=task_vars)
 
 
-def source_documents(action: ActionBase, what: str) -> tuple[str, list[tuple[str, object]]]:
+def source_documents(action: ActionBase, src: str) -> tuple[str, list[tuple[str, object]]]:
     """The task's src (a file or directory on the controller, also looked up like a role's files) and its parsed
     YAML documents."""
-    src = action._task.args.get("src")
-    if not src:
-        raise AnsibleActionFail(f"src is required: {what} on the controller")
     src = action._find_needle("files", src) if not os.path.isabs(src) and not os.path.exists(src) else src
     return src, read_documents(src)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import NamedTuple
 
+from ansible_collections.infra.obs.plugins.module_utils._action_specs import NGINX_WHITELIST
 from ansible_collections.infra.obs.plugins.plugin_utils.userdata import Problem, ProblemsError
 
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -561,7 +562,8 @@ def _upstream(backend: Backend) -> list[str]:
     return [f"upstream infra_obs_{backend.name} {{", *(f"    server {u};" for u in backend.upstreams), "}"]
 
 
-ACCESS_LOG = "/var/log/nginx/infra-obs-whitelist.log"
+# The default of the module option, so the compiler and the module agree.
+ACCESS_LOG = NGINX_WHITELIST["access_log"]["default"]
 # One line per request or connection: backend, decision (1 allowed, 0 denied), status. The role's mtail program
 # turns it into infra_obs_whitelist_requests_total{backend, decision}.
 LOG_FORMAT = "log_format infra_obs_whitelist '$infra_obs_backend $infra_obs_allowed $status';"
