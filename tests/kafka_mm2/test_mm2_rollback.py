@@ -157,12 +157,16 @@ def produce(node, first, last):
 
 
 def group_consumer(node, group=GROUP, **extra):
+    """A member of the group. Its metadata is refreshed every second: on a busy machine MM2 may create the topic on
+    the target after the member joined, and with the default 5-minute refresh the member would keep an empty
+    assignment long after the topic exists."""
     return KafkaConsumer(
         TOPIC,
         bootstrap_servers=node.bootstrap,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        metadata_max_age_ms=1000,
         **extra,
     )
 
