@@ -2,8 +2,9 @@
 lab's orders flow rendered by plugin_utils.mm2), 10,000 keyed records over 6 partitions produced in two halves;
 before the second, orders-app reads all of the first half (drained, as for a planned rollback) and orders-laggard
 half of it. kafka_replication_status is the gate, kafka_group_rollback moves the groups to standby, where each
-must read every record it had not read (nothing lost) and re-read exactly what the plan says: orders-app at most
-offset.lag.max records per partition, orders-laggard whatever MM2's sparser old offset syncs allow (reported).
+must read every record it had not read (nothing lost) and re-read exactly what the plan says: at most
+offset.lag.max records per partition, from MM2's checkpoints or, where those fall short (orders-laggard's: MM2 keeps
+sparser offset syncs the further back they are), from the records themselves.
 """
 
 import concurrent.futures
@@ -239,15 +240,21 @@ def first_read(lab):
     return reads
 
 
+def by_records(status, group):
+    """The partitions of group the status translated by their records, its checkpoints falling short there."""
+    return [p["partition"] for p in status["groups"][group]["partitions"] if "by_records" in p]
+
+
 @pytest.fixture(scope="module")
 def caught_up(lab, first_read):
     """The status once MM2 has copied everything and GROUP's newest checkpoints translate its very commits closely
-    (the planned procedure: drain, stop, wait for a newer checkpoint). LAGGARD may still lack some: MM2 keeps fewer
+    (the planned procedure: drain, stop, wait for a newer checkpoint), on every partition (no translation by
+    records standing in). LAGGARD may still lack some: MM2 keeps fewer
     offset syncs the further back they are, and cannot translate an offset older than all it kept."""
     return wait_for(
         "MM2 to replicate and checkpoint the groups",
         lambda: lab.status(groups=(GROUP, LAGGARD), max_reread=OFFSET_LAG_MAX),
-        lambda status: status["groups"][GROUP]["can_roll_back"],
+        lambda status: status["groups"][GROUP]["can_roll_back"] and not by_records(status, GROUP),
         timeout=120,
         log=lab.mm2_log,
     )
@@ -399,32 +406,70 @@ def test_rollback_then_the_group_reads_the_rest_on_the_target(lab, first_read, a
     assert max(rounding.values()) <= OFFSET_LAG_MAX
 
 
-def test_a_group_mid_log_rolls_back_without_loss(lab, first_read, all_replicated):
-    """LAGGARD stopped half-way: partitions MM2 could not translate start from the target's earliest offset."""
-    params = dict(PARAMS, topics=None, missing="earliest")
+def test_a_group_mid_log_rolls_back_without_loss_within_the_bound(lab, first_read, all_replicated):
+    """LAGGARD stopped half-way while the source was written on: MM2's checkpoints for it are far back or missing
+    (it keeps fewer offset syncs the further back they are). With max_reread, those partitions are translated by
+    their records: every partition gets a plan, nothing is lost, and each re-reads what its row states, within the
+    bound."""
+    params = dict(PARAMS, topics=None, missing="fail", max_reread=OFFSET_LAG_MAX)
     with lab.clusters() as (source, target):
         plan = kafka_mm2.rollback_plan(source, target, params, LAGGARD)
         target.alter_offsets(LAGGARD, kafka_mm2.plan_offsets(plan))
     rounding = read_on_target(lab, LAGGARD, first_read[LAGGARD], plan)
     origins = {row["partition"]: row["origin"] for row in plan}
     print(f"\n{LAGGARD}: re-read per partition {rounding}, from {origins}")
+    assert sorted(origins) == sorted(tp.partition for tp in first_read[LAGGARD]["committed"])
+    assert {row["partition"]: row["reread"] for row in plan} == rounding
+    assert max(rounding.values()) <= OFFSET_LAG_MAX
+    # No duplicates on the target (MM2 ran uninterrupted): a translation by records re-reads nothing.
+    assert all(row["reread"] == 0 for row in plan if row["origin"] == "records")
 
 
-def test_partitions_without_a_checkpoint_need_a_missing_policy(lab, all_replicated):
-    """billing-app is outside the flow's groups (orders-.*): MM2 never checkpoints it."""
-    read_and_commit(lab.primary, "billing-app", 100)
-    params = dict(PARAMS, topics=None, missing="fail")
+def test_a_group_mm2_never_checkpoints_is_translated_by_its_records(lab, all_replicated):
+    """billing-app is outside the flow's groups (orders-.*): MM2 never checkpoints it, but its records are on the
+    target, so the plan starts each partition exactly where the group stopped."""
+    read = read_and_commit(lab.primary, "billing-app", 100)
     with lab.clusters() as (source, target):
-        with pytest.raises(
-            kafka_mm2.KafkaMM2Error, match=r"no checkpoint for orders\.events-\d.* of group billing-app"
-        ):
-            kafka_mm2.rollback_plan(source, target, params, "billing-app")
-        earliest = kafka_mm2.rollback_plan(source, target, dict(params, missing="earliest"), "billing-app")
-        latest = kafka_mm2.rollback_plan(source, target, dict(params, missing="latest"), "billing-app")
-        ends = target.end_offsets(kafka_mm2.plan_offsets(latest))
-    assert {row["origin"] for row in earliest} == {"earliest"}
-    assert all(row["new_offset"] == 0 and row["checkpoint_upstream"] is None for row in earliest)
-    assert kafka_mm2.plan_offsets(latest) == ends
+        plan = kafka_mm2.rollback_plan(source, target, dict(PARAMS, topics=None, missing="fail"), "billing-app")
+    assert {row["origin"] for row in plan} == {"records"}
+    assert {row["partition"]: row["new_offset"] for row in plan} == {
+        tp.partition: offset for tp, offset in read["committed"].items()
+    }
+    assert {row["reread"] for row in plan} == {0}
+
+
+def test_partitions_neither_checkpointed_nor_replicated_need_a_missing_policy(lab, all_replicated):
+    """orders.scratch.* is outside the flow's topics: the topic exists on both clusters but MM2 copies nothing of it,
+    and the target holds records of its own there."""
+    scratch, group = "orders.scratch.billing", "orders-scratch"
+    for node, origin, count in ((lab.primary, "source", 6), (lab.standby, "target", 3)):
+        admin = KafkaAdminClient(bootstrap_servers=node.bootstrap)
+        try:
+            admin.create_topics([NewTopic(scratch, 2, 1)])
+        finally:
+            admin.close()
+        producer = KafkaProducer(bootstrap_servers=node.bootstrap, acks="all")
+        for i in range(count):
+            for partition in (0, 1):
+                producer.send(scratch, value=f"{origin}-{i}".encode(), partition=partition)
+        producer.flush()
+        producer.close()
+    admin = KafkaAdminClient(bootstrap_servers=lab.primary.bootstrap)
+    try:
+        admin.alter_group_offsets(group, {TopicPartition(scratch, p): OffsetAndMetadata(4, "", -1) for p in (0, 1)})
+    finally:
+        admin.close()
+    params = dict(PARAMS, topics=[scratch], missing="fail")
+    with lab.clusters() as (source, target):
+        with pytest.raises(kafka_mm2.KafkaMM2Error) as refused:
+            kafka_mm2.rollback_plan(source, target, params, group)
+        earliest = kafka_mm2.rollback_plan(source, target, dict(params, missing="earliest"), group)
+        latest = kafka_mm2.rollback_plan(source, target, dict(params, missing="latest"), group)
+    for partition in (0, 1):
+        assert f"{scratch}-{partition}: no checkpoint yet" in str(refused.value)
+    assert "nor is it found by its records on the target" in str(refused.value)
+    assert [(row["origin"], row["new_offset"], row["reread"]) for row in earliest] == [("earliest", 0, None)] * 2
+    assert [(row["origin"], row["new_offset"]) for row in latest] == [("latest", 3)] * 2
 
 
 def test_without_the_source_the_plan_comes_from_the_checkpoints_alone(lab, first_read, all_replicated):

@@ -69,6 +69,8 @@ POLICY_CLASSES = {
 MM2_TOPICS_EXCLUDE = (r".*[\-\.]internal", r".*\.replica", r"__.*")
 MM2_GROUPS_EXCLUDE = (r"console-consumer-.*", r"connect-.*", r"__.*")
 CHECKPOINT_VERSION = 0
+# Records read on the target from where its timestamps reach a source record's before giving up the search.
+MAX_SCAN = 10_000
 # A group with members is in one of these states; Empty and Dead ones have none.
 ACTIVE_STATES = ("Stable", "PreparingRebalance", "CompletingRebalance", "Assigning", "Reconciling")
 
@@ -200,6 +202,46 @@ class Cluster:
         consumer.unsubscribe()
         return records
 
+    def records_from(self, tp, offset, end, timeout=30.0):
+        """The records of one partition from offset up to (not including) end, in offset order, lazily."""
+        consumer = self.consumer
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + timeout
+        try:
+            while consumer.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise KafkaMM2Error(f"could not read {tp_name(tp)} from {offset} to {end} in {timeout} s")
+                for record in consumer.poll(timeout_ms=500).get(tp, []):
+                    if record.offset >= end:
+                        return
+                    yield record
+        finally:
+            consumer.unsubscribe()
+
+    def record_at(self, tp, offset):
+        """The record at offset of one partition, None when it holds none there (compacted away or beyond the end)."""
+        end = self.end_offsets([tp])[tp]
+        if offset >= end:
+            return None
+        record = next(self.records_from(tp, offset, end), None)
+        return record if record is not None and record.offset == offset else None
+
+    def first_copy(self, tp, record, max_scan=MAX_SCAN):
+        """The lowest offset of tp holding a copy of record (from another cluster): same timestamp, key, value and
+        headers. MM2 keeps each record's timestamp, so the search starts where the partition's timestamps reach the
+        record's (offsetsForTimes: no earlier copy can exist) and reads at most max_scan records from there. None
+        when no copy is found (not replicated yet, or the topic's timestamps are the broker's LogAppendTime)."""
+        found = self.consumer.offsets_for_times({tp: record.timestamp})[tp]
+        if found is None:
+            return None
+        end = min(self.end_offsets([tp])[tp], found.offset + max_scan)
+        wanted = (record.timestamp, record.key, record.value, list(record.headers or ()))
+        for candidate in self.records_from(tp, found.offset, end):
+            if (candidate.timestamp, candidate.key, candidate.value, list(candidate.headers or ())) == wanted:
+                return candidate.offset
+        return None
+
 
 def _string(data, at):
     """Kafka's STRING type (never null) at offset at: the text and the offset after it."""
@@ -235,6 +277,11 @@ def remote_topic(params, topic):
     if params["replication_policy"] == "identity":
         return topic
     return f"{params['source_alias']}{params['separator']}{topic}"
+
+
+def remote_partition(params, tp):
+    """The target's TopicPartition for a source one."""
+    return TopicPartition(remote_topic(params, tp.topic), tp.partition)
 
 
 def upstream_topic(params, topic):
@@ -307,41 +354,93 @@ def partition_lag(source, target, params, topics):
     return rows
 
 
-def group_verdict(committed, checkpoints, lag_rows, target_state, params):
+def translate_by_records(source, target, tp, remote_tp, committed):
+    """Where group offset committed of source partition tp goes on the target, found from the records themselves
+    rather than MM2's offset syncs: one past the first copy on the target of the last record the group read (the
+    target's start when it read nothing). Checked against the first record it has not read: its first copy must be
+    at or after that offset; the target records before it are re-read (copies of records the group had read, such
+    as the duplicates MM2 writes after a crash). Returns dict(new_offset, reread), or None when a record is not
+    (yet) on the target or cannot be matched (compacted away, no timestamp)."""
+    source_end = source.end_offsets([tp])[tp]
+    if committed <= source.beginning_offsets([tp])[tp]:
+        new = target.beginning_offsets([remote_tp])[remote_tp]
+    else:
+        last_read = source.record_at(tp, committed - 1)
+        if last_read is None or last_read.timestamp < 0:
+            return None
+        copy = target.first_copy(remote_tp, last_read)
+        if copy is None:
+            return None
+        new = copy + 1
+    if committed >= source_end:
+        return dict(new_offset=new, reread=target.end_offsets([remote_tp])[remote_tp] - new)
+    unread = source.record_at(tp, committed)
+    if unread is None or unread.timestamp < 0:
+        return None
+    copy = target.first_copy(remote_tp, unread)
+    if copy is None:
+        return None
+    if copy < new:
+        raise KafkaMM2Error(
+            f"{tp_name(tp)}: on the target the first unread record (source offset {committed}) comes at {copy}, "
+            f"before the last read one (at {new - 1}): the target's order differs from the source's"
+        )
+    return dict(new_offset=new, reread=copy - new)
+
+
+def checkpoint_problem(tp, committed, checkpoint, max_age=None, max_reread=None):
+    """Why MM2's newest checkpoint cannot translate a group's committed offset of tp (None when it can): there is
+    none, it is ahead of the commit (the group was reset on the source), it translates an older offset and is more
+    than max_age seconds old, or (identity policy: the logs line up) it re-reads more than max_reread records."""
+    if checkpoint is None:
+        return f"{tp_name(tp)}: no checkpoint yet (MM2 has not translated this group's offset)"
+    if committed is None:
+        return None
+    if checkpoint["upstream_offset"] > committed:
+        return (
+            f"{tp_name(tp)}: checkpoint upstream offset {checkpoint['upstream_offset']} is ahead of the committed "
+            f"offset {committed} (the group was reset on the source): translating it would skip records"
+        )
+    if max_age is not None and checkpoint["upstream_offset"] < committed and checkpoint["age_seconds"] > max_age:
+        return (
+            f"{tp_name(tp)}: newest checkpoint translates offset {checkpoint['upstream_offset']}, not the "
+            f"committed {committed}, and is {checkpoint['age_seconds']} s old (max_checkpoint_age {max_age})"
+        )
+    if max_reread is not None and committed - checkpoint["downstream_offset"] > max_reread:
+        return (
+            f"{tp_name(tp)}: the checkpoint's downstream offset {checkpoint['downstream_offset']} would re-read "
+            f"{committed - checkpoint['downstream_offset']} records > max_reread {max_reread}"
+        )
+    return None
+
+
+def group_verdict(committed, checkpoints, lag_rows, target_state, params, *, translate=None):
     """Whether a group could roll back to the target now, and why not. Each partition the group has committed on a
-    replicated topic needs lag <= max_lag and a checkpoint that is not ahead of the commit and either translates
-    that very commit (upstream offset == committed) or is at most max_checkpoint_age seconds old (the group is still
-    moving and MM2 keeps up; rolling back then re-reads what it consumed since). With max_reread, the checkpoint
-    must also translate to at most that many records before the commit (identity policy: the logs line up)."""
-    max_lag, max_age, max_reread = params["max_lag"], params["max_checkpoint_age"], params.get("max_reread")
+    replicated topic needs lag <= max_lag and a translation: MM2's newest checkpoint (see checkpoint_problem) or,
+    where that fails and translate is given, translate(tp, committed) (translate_by_records), which must re-read at
+    most max_reread records."""
+    max_lag, max_reread = params["max_lag"], params.get("max_reread")
     reasons = []
     partitions = []
     in_scope = {tp: offset for tp, offset in committed.items() if tp in lag_rows}
     for tp, offset in sorted(in_scope.items()):
         checkpoint = checkpoints.get(tp)
         lag = lag_rows[tp]["lag"]
-        partitions.append(
-            dict(topic=tp.topic, partition=tp.partition, committed=offset, lag=lag, checkpoint=checkpoint)
-        )
+        row = dict(topic=tp.topic, partition=tp.partition, committed=offset, lag=lag, checkpoint=checkpoint)
+        partitions.append(row)
         if lag > max_lag:
             reasons.append(f"{tp_name(tp)}: replication lag {lag} > max_lag {max_lag}")
-        if checkpoint is None:
-            reasons.append(f"{tp_name(tp)}: no checkpoint yet (MM2 has not translated this group's offset)")
-        elif checkpoint["upstream_offset"] > offset:
-            reasons.append(
-                f"{tp_name(tp)}: checkpoint upstream offset {checkpoint['upstream_offset']} is ahead of the committed "
-                f"offset {offset} (the group was reset on the source): translating it would skip records"
-            )
-        elif checkpoint["upstream_offset"] < offset and checkpoint["age_seconds"] > max_age:
-            reasons.append(
-                f"{tp_name(tp)}: newest checkpoint translates offset {checkpoint['upstream_offset']}, not the "
-                f"committed {offset}, and is {checkpoint['age_seconds']} s old (max_checkpoint_age {max_age})"
-            )
-        elif max_reread is not None and offset - checkpoint["downstream_offset"] > max_reread:
-            reasons.append(
-                f"{tp_name(tp)}: the checkpoint's downstream offset {checkpoint['downstream_offset']} would re-read "
-                f"{offset - checkpoint['downstream_offset']} records > max_reread {max_reread} (wait for a newer one)"
-            )
+        problem = checkpoint_problem(tp, offset, checkpoint, params["max_checkpoint_age"], max_reread)
+        if problem and translate is not None:
+            row["by_records"] = translate(tp, offset)
+            if row["by_records"] is None:
+                problem += "; nor is it found by its records on the target yet"
+            elif max_reread is not None and row["by_records"]["reread"] > max_reread:
+                problem += f"; by its records it would re-read {row['by_records']['reread']}"
+            else:
+                problem = None
+        if problem:
+            reasons.append(problem)
     if not in_scope:
         reasons.append("no committed offsets on the source for the selected topics")
     state, members = target_state
@@ -365,6 +464,7 @@ def replication_status(source, target, params):
             lag_rows,
             target.group_state(group),
             params,
+            translate=lambda tp, offset: translate_by_records(source, target, tp, remote_partition(params, tp), offset),
         )
         verdict["active_on_source"] = is_active(*source.group_state(group))
         verdicts[group] = verdict
@@ -385,41 +485,43 @@ def replication_status(source, target, params):
 
 
 def rollback_plan(source, target, params, group):
-    """Per partition of group: where it stands on the source and the target and the offset to commit on the target
-    (the newest checkpoint's downstream offset; params['missing'] for partitions the group committed on the source
-    that no checkpoint covers). Raises KafkaMM2Error when the plan would lose records or cannot be made."""
+    """Per partition of group: where it stands on the source and the target and the offset to commit on the target.
+    The newest checkpoint's downstream offset where checkpoint_problem finds none (with params['max_reread']); else,
+    with the source, the translation by records (translate_by_records); else params['missing'] for partitions with
+    no checkpoint. Raises KafkaMM2Error when the plan would lose records or cannot be made."""
     checkpoints = newest_checkpoints(target, params, [group])[group]
     source_committed = source.committed(group) if source is not None else {}
     wanted = set(params["topics"] or ())
     partitions = sorted(tp for tp in set(checkpoints) | set(source_committed) if not wanted or tp.topic in wanted)
     if not partitions:
         raise KafkaMM2Error(f"group {group} has no checkpoint in {checkpoints_topic(params)} and no committed offsets")
-    remote = {tp: TopicPartition(remote_topic(params, tp.topic), tp.partition) for tp in partitions}
-    missing = [tp for tp in partitions if tp not in checkpoints]
-    if missing and params["missing"] == "fail":
-        raise KafkaMM2Error(
-            f"no checkpoint for {', '.join(map(tp_name, missing))} of group {group}: wait for MM2 to emit one, or set "
-            "missing to earliest (re-read those partitions) or latest (skip what they hold)"
-        )
+    remote = {tp: remote_partition(params, tp) for tp in partitions}
     absent = sorted({r.topic for r in remote.values()} - target.topics())
     if absent:
         raise KafkaMM2Error(f"topics not found on the target: {', '.join(absent)}")
     target_end = target.end_offsets(remote.values())
-    target_start = target.beginning_offsets(remote[tp] for tp in missing)
+    target_start = target.beginning_offsets(remote.values())
     target_committed = target.committed(group)
     plan = []
+    unplanned = []
     for tp in partitions:
         checkpoint = checkpoints.get(tp)
         committed = source_committed.get(tp)
-        if checkpoint is None:
+        problem = checkpoint_problem(tp, committed, checkpoint, max_reread=params.get("max_reread"))
+        by_records = None
+        if problem and source is not None and committed is not None:
+            by_records = translate_by_records(source, target, tp, remote[tp], committed)
+        if not problem:
+            new, origin = checkpoint["downstream_offset"], "checkpoint"
+            reread = None if committed is None else committed - new
+        elif by_records is not None:
+            new, origin, reread = by_records["new_offset"], "records", by_records["reread"]
+        elif checkpoint is None and params["missing"] != "fail":
             new = (target_start if params["missing"] == "earliest" else target_end)[remote[tp]]
-        elif committed is not None and checkpoint["upstream_offset"] > committed:
-            raise KafkaMM2Error(
-                f"{tp_name(tp)}: the newest checkpoint translates offset {checkpoint['upstream_offset']}, ahead of the "
-                f"group's committed {committed} on the source (reset there?): wait for a newer checkpoint"
-            )
+            origin, reread = params["missing"], None
         else:
-            new = checkpoint["downstream_offset"]
+            unplanned.append(problem + ("; nor is it found by its records on the target" if source else ""))
+            continue
         if new > target_end[remote[tp]]:
             raise KafkaMM2Error(
                 f"{tp_name(tp)}: offset {new} is beyond the target's end {target_end[remote[tp]]} (topic recreated?)"
@@ -435,8 +537,14 @@ def rollback_plan(source, target, params, group):
                 checkpoint_age_seconds=checkpoint["age_seconds"] if checkpoint else None,
                 target_committed=target_committed.get(remote[tp]),
                 new_offset=new,
-                origin="checkpoint" if checkpoint else params["missing"],
+                origin=origin,
+                reread=reread,
             )
+        )
+    if unplanned:
+        raise KafkaMM2Error(
+            f"group {group} cannot be translated: {' | '.join(unplanned)}. Wait for MM2 to catch up, or set missing "
+            "to earliest (re-read partitions without a checkpoint) or latest (skip what they hold)"
         )
     return plan
 

@@ -11,13 +11,20 @@ description:
   - Reads MM2's checkpoints topic on the target with kafka-python, keeps the newest checkpoint per partition of
     O(group), and commits each checkpoint's downstream offset as the group's offset on the target, without joining
     the group. Then reads the group's offsets back and fails unless they are the plan's.
-  - "MM2 translates offsets only at its offset-sync points (about every C(offset.lag.max) records), rounding down:
-    consumers on the target re-read up to about that many records per partition and never skip a replicated one."
+  - "MM2 translates offsets only at its offset-sync points, rounding down, and keeps fewer of them the further back
+    they are: a group stopped while the source is still written to can get a checkpoint hundreds of records back,
+    or none. So where a partition's checkpoint is missing, ahead of the group's commit on the source, or re-reads
+    more than O(max_reread) records, and O(source) is given, the partition is translated by its records instead:
+    the last record the group read is found on the target (MM2 keeps timestamps: offsetsForTimes, then the same
+    key, value and headers) and the group starts just after its first copy, once the first record it has not read
+    is found there too (C(origin=records), C(reread) counts the copies before it, such as MM2's duplicates after a
+    crash)."
   - Refuses while the group has active members on the target (the broker would refuse their offsets too), and
     while it has active members on the source unless O(allow_active_source) is true (they would keep consuming
     there after the plan was made).
-  - "A partition the group has committed on the source that no checkpoint covers is refused, unless O(missing)
-    says where to start it: V(earliest) (re-read the target's log) or V(latest) (skip what it holds)."
+  - "A partition the group has committed on the source that neither a checkpoint nor its records translate is
+    refused, unless it has no checkpoint and O(missing) says where to start it: V(earliest) (re-read the target's
+    log) or V(latest) (skip what it holds)."
   - "Without O(source) (the source is down: an unplanned rollback) the plan has the checkpointed partitions only,
     and neither the source commits nor the source membership are checked."
   - Idempotent, nothing changes when the group's target offsets already are the plan's.
@@ -47,6 +54,13 @@ options:
     type: str
     default: fail
     choices: [fail, earliest, latest]
+  max_reread:
+    description:
+      - The most records per partition a checkpoint may make the group read again (its committed offset minus the
+        checkpoint's downstream offset; the identity policy lines the logs up). Partitions beyond it are translated
+        by their records when O(source) is given.
+      - Default no limit.
+    type: int
   allow_active_source:
     description: Roll back even while the group has active members on the source (a warning is returned).
     type: bool
@@ -85,8 +99,9 @@ plan:
   description:
     - Per partition, C(topic) and C(target_topic), C(partition), C(source_committed) (null without O(source) or
       a commit there), C(checkpoint_upstream), C(checkpoint_downstream) and C(checkpoint_age_seconds) (null without
-      a checkpoint), C(target_committed) (before), C(new_offset) and C(origin) (V(checkpoint), V(earliest) or
-      V(latest)).
+      a checkpoint), C(target_committed) (before), C(new_offset), C(origin) (V(checkpoint), V(records),
+      V(earliest) or V(latest)) and C(reread), the records of the partition the group reads again (null where
+      unknown, without a source commit or where O(missing) applied).
   returned: success
   type: list
   elements: dict
@@ -158,6 +173,7 @@ def main():
             **FLOW_OPTIONS,
             topics=dict(type="list", elements="str"),
             missing=dict(type="str", default="fail", choices=["fail", "earliest", "latest"]),
+            max_reread=dict(type="int"),
             allow_active_source=dict(type="bool", default=False),
         ),
         supports_check_mode=True,

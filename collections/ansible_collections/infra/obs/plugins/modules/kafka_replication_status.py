@@ -21,6 +21,10 @@ description:
     active member on the target (where M(infra.obs.kafka_group_rollback) would refuse). MM2 writes a checkpoint
     only when a translation changes, so an idle group keeps an old checkpoint that still matches its commit. With
     O(max_reread), each checkpoint must also translate to at most that many records before the commit."
+  - "Where a partition's checkpoint fails these rules, its translation by records stands in (as
+    M(infra.obs.kafka_group_rollback) makes it: the last record the group read and the first it has not, found on
+    the target by timestamp, key, value and headers), re-reading at most O(max_reread) records; C(by_records) in
+    the partition's row shows it."
   - Read-only. Run it where kafka-python is installed (the controller or a utility host), not on the brokers.
 version_added: 0.1.0
 extends_documentation_fragment:
@@ -58,7 +62,8 @@ options:
       - With the identity policy (both logs line up offset for offset), the most records per partition a rollback
         may re-read, the committed offset minus the checkpoint's downstream offset. MM2's first checkpoint after a
         burst can translate from an offset sync hundreds of records back; a newer one, once the tail's offset sync
-        is written (every C(offset.flush.interval.ms)), is closer. Unset, not checked.
+        is written (every C(offset.flush.interval.ms)), is closer, unless the source was written to meanwhile (MM2
+        keeps fewer offset syncs the further back they are). Unset, not checked.
     type: int
   fail_when_unsafe:
     description: Fail, naming each group that cannot roll back and why (and the lag, when it exceeds O(max_lag)).
@@ -126,7 +131,8 @@ groups:
     - Per group, C(can_roll_back), C(reasons) (one line per problem), C(active_on_source), C(ignored_partitions)
       (committed partitions of topics outside the selection) and C(partitions), each with C(topic), C(partition),
       C(committed) (on the source), C(lag) and C(checkpoint) (null, or C(upstream_offset), C(downstream_offset),
-      C(metadata), C(timestamp_ms) and C(age_seconds)).
+      C(metadata), C(timestamp_ms) and C(age_seconds)); where the checkpoint failed, C(by_records) (null when the
+      records are not found on the target, else C(new_offset) and C(reread)).
   returned: success
   type: dict
 unsafe_groups:

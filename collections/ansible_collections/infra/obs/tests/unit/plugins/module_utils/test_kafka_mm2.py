@@ -87,3 +87,33 @@ def test_partitions_of_unselected_topics_are_ignored_and_no_commit_is_unsafe():
     result = kafka_mm2.group_verdict({other: 5}, {}, {TP: dict(lag=0)}, ("Empty", 0), RULES)
     assert result["ignored_partitions"] == ["billing-0"]
     assert result["reasons"] == ["no committed offsets on the source for the selected topics"]
+
+
+def test_where_the_checkpoint_fails_a_translation_by_records_may_stand_in():
+    far = dict(RULES, max_reread=1)
+    checkpoints = {TP: dict(upstream_offset=100, downstream_offset=70, age_seconds=1.0)}
+    asked = []
+
+    def translate(reread):
+        def by_records(tp, offset):
+            asked.append((tp, offset))
+            return None if reread is None else dict(new_offset=offset, reread=reread)
+
+        return by_records
+
+    def judge(reread):
+        return kafka_mm2.group_verdict(
+            {TP: 100}, checkpoints, {TP: dict(lag=0)}, ("Empty", 0), far, translate=translate(reread)
+        )
+
+    exact = judge(0)
+    assert exact["reasons"] == [] and exact["partitions"][0]["by_records"] == dict(new_offset=100, reread=0)
+    assert asked == [(TP, 100)]
+    (reason,) = judge(5)["reasons"]
+    assert reason.endswith("would re-read 30 records > max_reread 1; by its records it would re-read 5")
+    (reason,) = judge(None)["reasons"]
+    assert reason.endswith("; nor is it found by its records on the target yet")
+    asked.clear()
+    close = {TP: dict(upstream_offset=100, downstream_offset=100, age_seconds=1.0)}
+    kafka_mm2.group_verdict({TP: 100}, close, {TP: dict(lag=0)}, ("Empty", 0), far, translate=translate(0))
+    assert asked == [], "a usable checkpoint needs no search of the target"
