@@ -20,7 +20,12 @@ clean() {
     podman rm -f -i -t 2 $names >/dev/null || podman rm -f -i -t 2 $names >/dev/null
   fi
   names=$(podman volume ls --format '{{.Name}}' | grep "^$1" || true)
-  [[ -z $names ]] || { log "removing volumes: $(echo $names)"; podman volume rm -f $names >/dev/null; }
+  if [[ -n $names ]]; then
+    log "removing volumes: $(echo $names)"
+    # After a reboot podman may have lost a volume's lock ("freeing lock ... no such file or directory"): it removes
+    # the volume all the same and fails; only a volume still listed is an error.
+    podman volume rm -f $names >/dev/null || ! podman volume ls --format '{{.Name}}' | grep "^$1"
+  fi
   names=$(podman network ls --format '{{.Name}}' | grep "^$1" || true)
   [[ -z $names ]] || { log "removing networks: $(echo $names)"; podman network rm -f $names >/dev/null; }
 }

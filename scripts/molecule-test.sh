@@ -13,5 +13,7 @@ if molecule test -s "$scenario" 2>&1 | tee "$log"; then
     exit 0
 fi
 echo "== molecule scenario $scenario failed after $((SECONDS - start)) s; what failed, from $log:"
-sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -a -n -E -A15 'fatal: \[|failed: \[|FAILED!|^E  |^FAILED |unreachable: \[' | tail -n 150
+# With colours on, molecule draws a border ("  │ ") before each line of the commands it runs.
+sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^ *│ \{0,1\}//' "$log" |
+    grep -a -n -E -A15 'fatal: \[|failed: \[|FAILED!|^E  |^FAILED |unreachable: \[' | tail -n 150 || true
 exit 1

@@ -9,8 +9,9 @@ source "$(dirname "$0")/lib.sh"
 # iproute2, procps: tests/probe makes network namespaces (ip netns) and sets sysctls in them.
 # wrk: the whitelist benchmark's load generator. chromium: the probe matrix page's browser test (Playwright).
 # openjdk-17-jre-headless, maven: Kafka and MirrorMaker 2 from Maven Central's jars (scripts/fetch-kafka.sh).
+# openssh-client: Ansible reaches the lab's containers over SSH (scripts/lab-ssh-proxy.sh).
 packages=(podman runc netavark aardvark-dns debootstrap uidmap iptables curl ca-certificates jq git make nginx libnginx-mod-stream
-  iproute2 procps wrk chromium openjdk-17-jre-headless maven)
+  iproute2 procps wrk chromium openjdk-17-jre-headless maven openssh-client)
 # npm fetches Grafana's dashboard schema; machines of this kind come with Node.js 20, Debian's is the fallback.
 command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
@@ -31,4 +32,11 @@ if [[ ! -f $conf ]] || [[ "$(cat "$conf")"$'\n' != "$want" ]]; then
   log "podman: writing $conf"
   mkdir -p /etc/containers
   printf '%s' "$want" >"$conf"
+fi
+
+# The key Ansible logs in to the lab's containers with (scripts/lab-ssh-proxy.sh authorises it in each one).
+if [[ ! -f $INFRA_OBS_CACHE/ssh/id_ed25519 ]]; then
+  log "ssh: making the lab's key $INFRA_OBS_CACHE/ssh/id_ed25519"
+  install -d -m 700 "$INFRA_OBS_CACHE/ssh"
+  ssh-keygen -q -t ed25519 -N '' -C infra-obs-lab -f "$INFRA_OBS_CACHE/ssh/id_ed25519"
 fi
