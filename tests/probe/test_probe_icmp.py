@@ -61,7 +61,8 @@ def test_datagram_sockets_in_a_namespace_that_allows_them(netns, exporter):
         {"name": "h6", "address": "::1"},
     ]
     e = exporter(config, ns)
-    time.sleep(1.5)
+    # However busy the machine, wait for the probes rather than a time.
+    wait_for(lambda: all(e.path(t)["icmp"]["sent"] >= 15 for t in ("127.0.0.2", "::1")), 30, what="15 probes each")
     assert e.sample("infra_obs_probe_icmp_socket_info", family="ipv4", type="dgram") == 1
     assert e.sample("infra_obs_probe_icmp_socket_info", family="ipv6", type="dgram") == 1
     for target in ("127.0.0.2", "::1"):
@@ -82,7 +83,9 @@ def test_corrupt_and_foreign_replies_are_not_counted(netns, exporter):
             {"name": "bad", "address": "127.0.0.3"},
         ]
         e = exporter(config, ns)
-        time.sleep(1.5)
+        wait_for(
+            lambda: all(e.path(t)["icmp"]["sent"] >= 15 for t in ("127.0.0.2", "127.0.0.3")), 30, what="15 probes each"
+        )
         good, bad = e.path("127.0.0.2")["icmp"], e.path("127.0.0.3")["icmp"]
         # every good probe drew three decoys first, none of which counted
         assert good["sent"] >= 15 and good["received"] == good["sent"], good

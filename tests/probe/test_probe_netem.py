@@ -17,7 +17,9 @@ def test_injected_30ms_delay_is_measured_within_1ms(netns, exporter):
             {"name": "v6", "address": "::1"}
         ]  # the kernel still answers ICMPv6: no delay
         e = exporter(config, ns)
-        time.sleep(2.5)
+        wait_for(
+            lambda: all(e.path(f"127.0.0.{i}")["icmp"]["sent"] >= 30 for i in range(2, 6)), 30, what="30 probes each"
+        )
         for i in range(2, 6):
             icmp = e.path(f"127.0.0.{i}")["icmp"]
             assert icmp["sent"] >= 30 and icmp["received"] == icmp["sent"], icmp
