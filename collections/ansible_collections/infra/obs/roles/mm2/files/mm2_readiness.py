@@ -19,7 +19,8 @@ Series (labels flow, source, target, and group or topic):
   infra_obs_mm2_group_can_roll_back, infra_obs_mm2_group_rollback_blockers (number of reasons it cannot),
   infra_obs_mm2_group_checkpoint_age_seconds (oldest of the group's newest checkpoints per partition; none without
   one), infra_obs_mm2_group_reread_records (records a rollback now would re-read; identity policy, every partition
-  checkpointed), infra_obs_mm2_topic_lag_records, infra_obs_mm2_readiness_check_success,
+  translated by its checkpoint or by its records), infra_obs_mm2_topic_lag_records,
+  infra_obs_mm2_readiness_check_success,
   infra_obs_mm2_readiness_check_timestamp_seconds (last successful check),
   infra_obs_mm2_readiness_check_duration_seconds.
 A failed check (a cluster down, refused credentials) sets success to 0, drops that direction's group and topic series
@@ -332,6 +333,16 @@ def check(direction, options):
     return result
 
 
+def partition_reread(partition):
+    """Records a rollback now would read again on one partition of a group's verdict (identity policy): from its
+    translation by records where that stood in for the checkpoint, else from the checkpoint; None with neither."""
+    if partition.get("by_records"):
+        return partition["by_records"]["reread"]
+    if partition["checkpoint"] is None:
+        return None
+    return partition["committed"] - partition["checkpoint"]["downstream_offset"]
+
+
 def summary(direction, status):
     """Per group (those with commits on a replicated topic, as MM2 checkpoints only those) and per topic."""
     groups, ignored = {}, []
@@ -340,9 +351,8 @@ def summary(direction, status):
             ignored.append(group)
             continue
         checkpoints = [p["checkpoint"] for p in verdict["partitions"] if p["checkpoint"] is not None]
-        reread = None
-        if direction.policy == "identity" and len(checkpoints) == len(verdict["partitions"]):
-            reread = sum(p["committed"] - p["checkpoint"]["downstream_offset"] for p in verdict["partitions"])
+        rereads = [partition_reread(p) if direction.policy == "identity" else None for p in verdict["partitions"]]
+        reread = None if None in rereads else sum(rereads)
         groups[group] = dict(
             can_roll_back=verdict["can_roll_back"],
             blockers=len(verdict["reasons"]),
