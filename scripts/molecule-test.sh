@@ -1,19 +1,77 @@
 #!/usr/bin/env bash
-# molecule test -s SCENARIO with its whole output kept in .lab/logs/molecule-SCENARIO.log. When it fails, the failed
-# tasks and tests are printed again at the very end, where the tail of a CI log shows them.
+# molecule test for each SCENARIO, each with its whole output kept in .lab/logs/molecule-SCENARIO.log. One scenario
+# streams its output; several run side by side (their own hosts and networks, and most of a scenario's time is spent
+# waiting on its hosts, so two cores carry three), each printing one line when it ends. The failed tasks and tests
+# of every failed scenario are printed again at the very end, where the tail of a CI log shows them.
+#   --then 'pytest -q'  runs that command, its output streamed, once every scenario but the first has ended: the
+#                       first (the longest) spends its last minutes waiting on its hosts, which leaves the CPU free.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"  # INFRA_OBS_COLLECTION: the installed collection some scenarios converge from
-scenario=${1:?usage: scripts/molecule-test.sh SCENARIO}
+then_run=
+if [[ ${1:-} == --then ]]; then
+    then_run=${2:?--then needs a command}
+    shift 2
+fi
+(($#)) || { echo "usage: scripts/molecule-test.sh [--then COMMAND] SCENARIO..." >&2; exit 2; }
 log_dir=.lab/logs
 mkdir -p "$log_dir"
-log=$log_dir/molecule-$scenario.log
-start=$SECONDS
-if molecule test -s "$scenario" 2>&1 | tee "$log"; then
-    echo "== molecule scenario $scenario passed in $((SECONDS - start)) s"
+
+run() {  # run SCENARIO [stream]: molecule test, logged; the exit status is molecule's
+    local scenario=$1 log=$log_dir/molecule-$1.log start=$SECONDS status=0
+    if [[ ${2:-} == stream ]]; then
+        molecule test -s "$scenario" 2>&1 | tee "$log" || status=$?
+    else
+        molecule test -s "$scenario" >"$log" 2>&1 || status=$?
+    fi
+    if ((status == 0)); then
+        echo "== molecule scenario $scenario passed in $((SECONDS - start)) s"
+    else
+        echo "== molecule scenario $scenario failed after $((SECONDS - start)) s (log: $log)"
+    fi
+    return "$status"
+}
+
+failures() {  # failures SCENARIO: what failed, from its log
+    local log=$log_dir/molecule-$1.log
+    echo "== what failed in molecule scenario $1, from $log:"
+    # With colours on, molecule draws a border ("  │ ") before each line of the commands it runs.
+    sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^ *│ \{0,1\}//' "$log" |
+        grep -a -n -E -A15 'fatal: \[|failed: \[|FAILED!|^E  |^FAILED |unreachable: \[' | tail -n 150 || true
+}
+
+if (($# == 1)) && [[ -z $then_run ]]; then
+    run "$1" stream || { failures "$1"; exit 1; }
     exit 0
 fi
-echo "== molecule scenario $scenario failed after $((SECONDS - start)) s; what failed, from $log:"
-# With colours on, molecule draws a border ("  │ ") before each line of the commands it runs.
-sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^ *│ \{0,1\}//' "$log" |
-    grep -a -n -E -A15 'fatal: \[|failed: \[|FAILED!|^E  |^FAILED |unreachable: \[' | tail -n 150 || true
-exit 1
+
+start=$SECONDS
+declare -A pids
+for scenario in "$@"; do
+    run "$scenario" &
+    pids[$scenario]=$!
+done
+echo "== molecule scenarios $* started side by side; logs in $log_dir/"
+failed=()
+for scenario in "${@:2}" "$1"; do
+    wait "${pids[$scenario]}" || failed+=("$scenario")
+    if [[ $scenario == "${*: -1}" && -n $then_run ]]; then
+        echo "== $then_run: started after molecule scenarios ${*:2}"
+        then_start=$SECONDS
+        if bash -c "$then_run" 2>&1 | tee "$log_dir/then.log"; then
+            echo "== $then_run passed in $((SECONDS - then_start)) s"
+        else
+            echo "== $then_run failed after $((SECONDS - then_start)) s"
+            failed+=("($then_run)")
+        fi
+    fi
+done
+echo "== molecule scenarios ended after $((SECONDS - start)) s; failed: ${failed[*]:-none}"
+for scenario in "${failed[@]}"; do
+    if [[ $scenario == "("* ]]; then
+        echo "== what failed in $then_run, from $log_dir/then.log:"
+        grep -a -E '^(FAILED|ERROR) ' "$log_dir/then.log" || tail -n 40 "$log_dir/then.log"
+    else
+        failures "$scenario"
+    fi
+done
+((${#failed[@]} == 0))

@@ -157,19 +157,26 @@ def produce(node, first, last):
     producer.close()
 
 
-def group_consumer(node, group=GROUP, **extra):
-    """A member of the group. Its metadata is refreshed every second: on a busy machine MM2 may create the topic on
-    the target after the member joined, and with the default 5-minute refresh the member would keep an empty
-    assignment long after the topic exists."""
-    return KafkaConsumer(
-        TOPIC,
+def group_consumer(node, group=GROUP, timeout=120, **extra):
+    """A member of the group, subscribed once its metadata knows the topic's partitions. kafka-python's leader
+    assigns from the metadata it holds when it joins and never revisits an empty assignment: a member that joined
+    before its first metadata answer (a busy machine), or before MM2 created the topic on the target, kept no
+    partitions for good."""
+    consumer = KafkaConsumer(
         bootstrap_servers=node.bootstrap,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        metadata_max_age_ms=1000,
         **extra,
     )
+    deadline = time.monotonic() + timeout
+    while not consumer.partitions_for_topic(TOPIC):
+        if time.monotonic() > deadline:
+            consumer.close()
+            raise AssertionError(f"{TOPIC} has no partitions on {node.bootstrap} after {timeout} s")
+        time.sleep(0.5)
+    consumer.subscribe([TOPIC])
+    return consumer
 
 
 def read_all(consumer, expected, idle_ms=3000):
