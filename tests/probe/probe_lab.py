@@ -185,11 +185,12 @@ class Exporter:
     def metrics(self) -> list:
         return list(text_string_to_metric_families(self.get("/metrics").decode()))
 
-    def sample(self, name: str, **labels: str) -> float:
-        """The sum of the samples of `name` whose labels include `labels`."""
+    def sample(self, name: str, metrics: list | None = None, **labels: str) -> float:
+        """The sum of the samples of `name` whose labels include `labels`, from a new scrape or from `metrics` (one
+        scrape read once, for numbers that must agree with each other)."""
         return sum(
             s.value
-            for fam in self.metrics()
+            for fam in (self.metrics() if metrics is None else metrics)
             for s in fam.samples
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
         )
