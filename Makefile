@@ -57,13 +57,12 @@ unit: store-up
 
 molecule: store-up collection
 	scripts/lab.sh clean infraobs-mol-
-	scripts/molecule-test.sh $(MOLECULE_SCENARIOS)
+	scripts/molecule-test.sh $(MOLECULE_THEN) $(MOLECULE_SCENARIOS)
 
 # The molecule scenarios side by side, and pytest once all but the first (probe, the longest) have ended: the
 # scenarios mostly wait on their hosts, and no test depends on the machine being idle.
-test: lint store-up collection
-	scripts/lab.sh clean infraobs-mol-
-	scripts/molecule-test.sh --then 'pytest -q' $(MOLECULE_SCENARIOS)
+test: MOLECULE_THEN := --then 'pytest -q'
+test: lint molecule
 
 # Quick feedback: lint and pytest, without the molecule scenarios.
 check: lint unit

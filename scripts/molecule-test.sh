@@ -52,26 +52,25 @@ for scenario in "$@"; do
 done
 echo "== molecule scenarios $* started side by side; logs in $log_dir/"
 failed=()
-for scenario in "${@:2}" "$1"; do
+for scenario in "${@:2}"; do
     wait "${pids[$scenario]}" || failed+=("$scenario")
-    if [[ $scenario == "${*: -1}" && -n $then_run ]]; then
-        echo "== $then_run: started after molecule scenarios ${*:2}"
-        then_start=$SECONDS
-        if bash -c "$then_run" 2>&1 | tee "$log_dir/then.log"; then
-            echo "== $then_run passed in $((SECONDS - then_start)) s"
-        else
-            echo "== $then_run failed after $((SECONDS - then_start)) s"
-            failed+=("($then_run)")
-        fi
-    fi
 done
-echo "== molecule scenarios ended after $((SECONDS - start)) s; failed: ${failed[*]:-none}"
-for scenario in "${failed[@]}"; do
-    if [[ $scenario == "("* ]]; then
-        echo "== what failed in $then_run, from $log_dir/then.log:"
-        grep -a -E '^(FAILED|ERROR) ' "$log_dir/then.log" || tail -n 40 "$log_dir/then.log"
+then_failed=
+if [[ -n $then_run ]]; then
+    echo "== $then_run: started after molecule scenarios ${*:2}"
+    then_start=$SECONDS
+    if bash -c "$then_run" 2>&1 | tee "$log_dir/then.log"; then
+        echo "== $then_run passed in $((SECONDS - then_start)) s"
     else
-        failures "$scenario"
+        echo "== $then_run failed after $((SECONDS - then_start)) s"
+        then_failed=yes
     fi
-done
-((${#failed[@]} == 0))
+fi
+wait "${pids[$1]}" || failed+=("$1")
+echo "== molecule scenarios ended after $((SECONDS - start)) s; failed: ${failed[*]:-none}"
+for scenario in "${failed[@]}"; do failures "$scenario"; done
+if [[ -n $then_failed ]]; then
+    echo "== what failed in $then_run, from $log_dir/then.log:"
+    grep -a -E '^(FAILED|ERROR) ' "$log_dir/then.log" || tail -n 40 "$log_dir/then.log"
+fi
+[[ ${#failed[@]} == 0 && -z $then_failed ]]

@@ -3,6 +3,7 @@ the exporters' window of loss fills while the core's tests run, rather than in a
 
 import subprocess
 import time
+import types
 
 import pytest
 
@@ -20,8 +21,8 @@ def _iptables(action: str) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def loss_since():
-    """The monotonic time from which node2 drops 20% of the echo requests it is sent (IPv4 and IPv6)."""
+def injected_loss():
+    """The host that drops 20% of the echo requests it is sent (IPv4 and IPv6), and the monotonic time since when."""
     _iptables("-I")
-    yield time.monotonic()
+    yield types.SimpleNamespace(host=LOSSY, since=time.monotonic())
     _iptables("-D")

@@ -4,7 +4,6 @@ delaying ICMP responder), and the matrix page in Debian's Chromium."""
 
 import os
 import pathlib
-import subprocess
 import sys
 import time
 
@@ -23,7 +22,6 @@ from labinfo import container_ip, molecule_playbook, prometheus_query, wait_for 
 PREFIX = "infraobs-mol-probe-"
 HOSTS = [f"{PREFIX}{name}" for name in ("consul", "prom", "node1", "node2")]
 PORT = 9427
-LOSSY = f"{PREFIX}node2"  # 20% of echo requests into it are dropped by verify
 DELAYED = f"{PREFIX}node1"  # answers the Prometheus host's echo requests 30 ms late (prepare.yml)
 DELAY = 0.030
 # Kept after the scenario is destroyed (.lab/ is ignored by git).
@@ -39,10 +37,6 @@ def paths(host: str) -> list[dict]:
 def icmp_paths(host: str, family: str = "ipv4") -> dict[str, dict]:
     """This host's ICMP numbers per peer, for one address family."""
     return {p["dst_host"]: p["icmp"] for p in paths(host) if p["family"] == family and p["icmp"]}
-
-
-def podman_exec(host: str, *command: str) -> str:
-    return subprocess.run(["podman", "exec", host, *command], check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +121,10 @@ LOSS_WINDOW = 100
 
 
 @pytest.fixture(scope="module")
-def lossy_host(loss_since):
+def lossy_host(injected_loss):
     """node2, once its loss (conftest.py, from the first test on) has lasted one full window of the exporters."""
-    time.sleep(max(0.0, loss_since + LOSS_WINDOW + 5 - time.monotonic()))
-    return LOSSY
+    time.sleep(max(0.0, injected_loss.since + LOSS_WINDOW + 5 - time.monotonic()))
+    return injected_loss.host
 
 
 def test_injected_loss_shows_toward_that_host_only(lossy_host):
