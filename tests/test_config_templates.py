@@ -117,7 +117,7 @@ def rules_dir(tmp_path):
     return tmp_path
 
 
-def prometheus_config(playbook, rules_dir):
+def prometheus_config(playbook, rules_dir, *extra_vars):
     promtool = shutil.which("promtool")
     assert promtool, "promtool not on PATH: run scripts/fetch-artifacts.sh"
     return run_role_task(
@@ -128,6 +128,7 @@ def prometheus_config(playbook, rules_dir):
         "Write prometheus.yml",
         f"prometheus_binary_dir={pathlib.Path(promtool).parent}",
         f"prometheus_config_dir={rules_dir}",
+        *extra_vars,
     )
 
 
@@ -144,6 +145,13 @@ def test_prometheus_config_passes_promtool_and_maps_consul_meta(playbook, rules_
     assert mapped["az"] == "__meta_consul_service_metadata_az"
     assert mapped["team"] == "__meta_consul_service_metadata_team"
     assert mapped["job"] == "__meta_consul_service"
+
+
+def test_a_dollar_in_an_external_label_stays_literal(playbook, rules_dir):
+    """Prometheus 3 expands $name in external label values; '$$' is its literal '$'."""
+    dest, run = prometheus_config(playbook, rules_dir, "region=eu-$HOME")
+    assert run.rc == 0, run.output
+    assert yaml.safe_load(dest.read_text())["global"]["external_labels"]["region"] == "eu-$$HOME"
 
 
 def test_prometheus_config_with_a_broken_rule_file_is_refused(playbook, rules_dir):
