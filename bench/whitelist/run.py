@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import ipaddress
+import json
 import os
 import random
 import re
@@ -29,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collections"))
 
+import yaml
+from ansible_collections.infra.obs.plugins.plugin_utils.userdata import read_documents
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import compile_nginx, load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +58,20 @@ STEPS = {
     "reload": "reload: SIGHUP until the new config answers and the old workers have exited",
 }
 ANSWERED = "(part of the reload: until the new config first answers)"
+# One large file, as the hardening issue found it: 5 MB, read + validate + compile within FILE_GOAL seconds.
+FILE_ENTRIES = 215_000
+FILE_GOAL = 2.0
+# Nine lines of nested aliases (9**9 strings once expanded): refused within BOMB_SECONDS and BOMB_MB of memory.
+ALIAS_BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{name}: &{name} [{', '.join(['*' + inner] * 9)}]\n" for inner, name in zip("abcdefgh", "bcdefghi", strict=True)
+)
+BOMB_SECONDS, BOMB_MB = 1.0, 100
+FILE_STEPS = {
+    "read": "read (`read_documents`: libyaml, duplicate keys and aliases refused)",
+    "validate": "validate (`load`)",
+    "compile": "compile (`compile_nginx`)",
+    "peer read": "peer: read with PyYAML's SafeLoader (round 1's reader)",
+}
 # A validation slower than this is not repeated: more runs would not change the verdict, only take hours.
 REPEAT_LIMIT = 10 * PIPELINE_GOAL
 
@@ -112,6 +129,65 @@ def documents(cidrs: list[str], port: int) -> list[tuple[str, object]]:
         *((f"{name}.yml", {"groups": {name: {"cidrs": part}}}) for name, part in zip(groups, parts, strict=True)),
         (f"{BACKEND}.yml", {"backends": {BACKEND: backend}, "rules": [{"backend": BACKEND, "groups": groups}]}),
     ]
+
+
+def large_file(cidrs: list[str], path: Path) -> None:
+    """The whole whitelist in one YAML file, one CIDR per line."""
+    lines = ["groups:", "  clients:", "    cidrs:", *(f"      - {cidr}" for cidr in cidrs)]
+    lines += [
+        "backends:",
+        f"  {BACKEND}: {{protocol: http, listen: {free_port()}, upstreams: ['127.0.0.1:{free_port()}']}}",
+        "rules:",
+        f"  - {{backend: {BACKEND}, groups: [clients]}}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def files(args: argparse.Namespace, workdir: Path) -> dict:
+    """One 5 MB file: read (ours, and PyYAML's Python SafeLoader, round 1's reader, as the peer), validate and
+    compile; then the alias bomb in a process of its own, for its memory."""
+    path = workdir / "large.yml"
+    large_file(random_cidrs(FILE_ENTRIES, args.seed), path)
+    log = str(workdir / "decisions.log")
+    seconds: dict[str, list[float]] = {step: [] for step in FILE_STEPS}
+    for _ in range(args.rounds):
+        marks = [time.perf_counter()]
+        documents = read_documents(str(path))
+        marks.append(time.perf_counter())
+        whitelist = load(documents)
+        marks.append(time.perf_counter())
+        compile_nginx(whitelist, access_log=log)
+        marks.append(time.perf_counter())
+        with path.open(encoding="utf-8") as handle:
+            yaml.load(handle, Loader=yaml.SafeLoader)
+        marks.append(time.perf_counter())
+        for step, (start, end) in zip(FILE_STEPS, pairwise(marks), strict=True):
+            seconds[step].append(end - start)
+        progress(f"{FILE_ENTRIES:,}-CIDR file: " + ", ".join(f"{s} {v[-1]:.3f} s" for s, v in seconds.items()))
+    bomb = workdir / "bomb.yml"
+    bomb.write_text(ALIAS_BOMB)
+    probe = (
+        "import json, resource, sys, time\n"
+        f"sys.path.insert(0, {str(ROOT / 'collections')!r})\n"
+        "from ansible_collections.infra.obs.plugins.plugin_utils.userdata import read_documents\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "start = time.perf_counter()\n"
+        "try:\n"
+        f"    read_documents({str(bomb)!r})\n"
+        "    refused = ''\n"
+        "except Exception as error:\n"
+        "    refused = str(error)\n"
+        "seconds = time.perf_counter() - start\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(json.dumps({'seconds': seconds, 'peak_kb': after, 'grown_kb': after - before, 'refused': refused}))\n"
+    )
+    measured = json.loads(
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    )
+    if not measured["refused"]:
+        raise BenchFailure("the alias bomb was read instead of refused")
+    progress(f"alias bomb: {measured['seconds']:.3f} s, peak {measured['peak_kb'] / 1024:.0f} MB")
+    return {"seconds": seconds, "size": path.stat().st_size, "bomb": measured}
 
 
 def free_port() -> int:
@@ -506,6 +582,36 @@ def report(args: argparse.Namespace, cidrs: list[str], piped: dict, measured: di
     print("\n".join(lines))
 
 
+def report_files(args: argparse.Namespace, filed: dict) -> None:
+    medians = {step: statistics.median(values) for step, values in filed["seconds"].items()}
+    checked = medians["validate"] + medians["compile"]
+    bomb = filed["bomb"]
+    grown_mb = bomb["grown_kb"] / 1024
+    lines = [
+        "",
+        f"### One large file and an alias bomb: median of {args.rounds} runs",
+        "",
+        f"{FILE_ENTRIES:,} CIDRs in one {filed['size'] / 1e6:.1f} MB file.",
+        "",
+        "| step | median | min | max |",
+        "|---|---:|---:|---:|",
+    ]
+    for step, label in FILE_STEPS.items():
+        values = filed["seconds"][step]
+        lines.append(f"| {label} | {medians[step]:.3f} s | {min(values):.3f} s | {max(values):.3f} s |")
+    lines += [
+        "",
+        f"Read: ours/peer {medians['read'] / medians['peer read']:.2f}x. Goal: validate + compile within "
+        f"{FILE_GOAL:g} s: {verdict(checked <= FILE_GOAL)} ({checked:.3f} s).",
+        "",
+        f"Alias bomb ({len(ALIAS_BOMB)} bytes, nine lines): refused in {bomb['seconds']:.3f} s, the process grew by "
+        f"{grown_mb:.1f} MB while reading it (peak {bomb['peak_kb'] / 1024:.0f} MB, mostly Python and ansible's "
+        f'modules): "{bomb["refused"].splitlines()[0]}". Goal: within {BOMB_SECONDS:g} s and {BOMB_MB} MB: '
+        f"{verdict(bomb['seconds'] <= BOMB_SECONDS and grown_mb <= BOMB_MB)}.",
+    ]
+    print("\n".join(lines))
+
+
 def main() -> int:
     args = parse_args()
     # A SIGTERM unwinds like Ctrl-C, so the nginx processes are stopped and the temporary files removed.
@@ -517,6 +623,7 @@ def main() -> int:
         with ExitStack() as stack:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-whitelist-")))
             workdir.chmod(0o755)  # nginx workers run as nobody and must read the static file
+            filed = files(args, workdir)
             piped = pipeline(args, cidrs, workdir, stack)
             measured = throughput(args, piped, workdir, stack)
     except BenchFailure as failure:
@@ -526,6 +633,7 @@ def main() -> int:
         print("interrupted: nginx stopped, temporary files removed", file=sys.stderr)
         return 130
     report(args, cidrs, piped, measured, start)
+    report_files(args, filed)
     return 0
 
 

@@ -140,7 +140,7 @@ def addresses_for(networks, draw):
     return picks
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_nginx_decision_matches_reference(nginx, data):
     groups, chosen = data.draw(whitelists())

@@ -31,7 +31,7 @@ class ActionModule(ActionBase):
             return {
                 "failed": True,
                 "msg": f"MM2 flow {src}:\n{error}",
-                "problems": [vars(p) | {"value": repr(p.value)} for p in error.problems],
+                "problems": error.results(),
             }
         result.update(changed=False, flow=flow.summary())
         if not dest:

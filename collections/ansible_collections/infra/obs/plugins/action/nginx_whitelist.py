@@ -48,7 +48,7 @@ class ActionModule(ActionBase):
             return {
                 "failed": True,
                 "msg": f"whitelist {src} is invalid:\n{error}",
-                "problems": [vars(p) | {"value": repr(p.value)} for p in error.problems],
+                "problems": error.results(),
             }
 
         access = whitelist.access()
@@ -79,7 +79,10 @@ class ActionModule(ActionBase):
                 }
             ]
 
-        files = compile_nginx(whitelist, args["address_variable"], args["access_log"])
+        try:
+            files = compile_nginx(whitelist, args["address_variable"], args["access_log"])
+        except ValueError as error:
+            return {"failed": True, "msg": str(error)}
         files[_ACCESS_FILE] = json.dumps(access, indent=2, sort_keys=True) + "\n"
         result["files"] = sorted(files)
         for name, content in sorted(files.items()):

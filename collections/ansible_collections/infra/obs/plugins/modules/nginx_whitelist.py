@@ -13,7 +13,12 @@ short_description: Validate and compile nginx IP whitelists kept as data
 description:
   - Reads the whitelist YAML (one file, or every C(.yml)/C(.yaml) file of a directory) on the controller, validates it
     and compiles it into nginx C(geo) maps with default deny, for the http and stream contexts.
-  - Every error names the file, the key path, the value and why; nothing is written when there is any error.
+  - Every error names the file, the key path, the value (cut to 200 characters) and why; nothing is written when
+    there is any error. Files are read with duplicate keys and aliases refused. Every address is written from its
+    parsed value and every name, path and header must match its grammar whole, so no text of the file reaches
+    nginx as written.
+  - A set of files without any backend is refused unless one sets C(settings.allow_empty) to true, because
+    deployed it removes every backend from the proxy.
   - Ranges broader than C(settings.broad_prefix_v4) (default /8) or C(settings.broad_prefix_v6) (default /32), and
     always C(0.0.0.0/0) and C(::/0), are refused unless the rule that uses them sets C(allow_broad) to true.
     Redundant and duplicate entries, within a group and across the groups of one rule, are returned as RV(warnings).

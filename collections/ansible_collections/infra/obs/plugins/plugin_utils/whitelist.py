@@ -8,31 +8,38 @@ Runs on the controller (action plugin and tests), so every error names the file,
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import re
 import socket
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import NamedTuple
 
 from ansible_collections.infra.obs.plugins.module_utils._action_specs import NGINX_WHITELIST
-from ansible_collections.infra.obs.plugins.plugin_utils.userdata import Problem, ProblemsError
+from ansible_collections.infra.obs.plugins.plugin_utils.userdata import Problem, ProblemsError, without_cyclic_gc
 
-NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-UPSTREAM = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
+# Every grammar is matched whole (fullmatch): `$` would let a final newline through.
+NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+# host:port, IPv6 as [addr]:port; the host is parsed further (an address, or a DNS name of RFC 1123 labels).
+UPSTREAM = re.compile(r"\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([A-Za-z0-9.-]{1,253}):([0-9]{1,5})")
+DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# A URL path as nginx matches it (decoded and normalised): no '%' escapes, dot segments or repeated slashes, none
+# of nginx's own syntax (space, ';', braces, quotes, '#', '$', '\\') and nothing outside printable ASCII.
+URL_PATH = re.compile(r"/[A-Za-z0-9._~+=,:@/-]{0,1023}")
+# Before any parser sees it: only the characters of an IPv4 or IPv6 address and a prefix (no zone id, no names).
+CIDR_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}(/[0-9]{1,3})?")
+DESCRIPTION_LIMIT = 1000
 ALLOWED_KEYS = {
     "": {"settings", "groups", "backends", "rules"},
-    "settings": {"broad_prefix_v4", "broad_prefix_v6", "trusted_proxies", "real_ip_header"},
+    "settings": {"broad_prefix_v4", "broad_prefix_v6", "trusted_proxies", "real_ip_header", "allow_empty"},
     "group": {"cidrs", "include", "allow_host_bits", "description"},
     "backend": {"protocol", "listen", "upstreams", "description"},
     "rule": {"backend", "groups", "paths", "allow_broad", "description"},
 }
 DEFAULT_SETTINGS = {"broad_prefix_v4": 8, "broad_prefix_v6": 32}
 ALL_PATHS = "/"
-HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+HEADER = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
 # nginx looks IPv4-mapped IPv6 clients (::ffff:a.b.c.d) up as IPv4: IPv6 entries inside ::ffff:0:0/96 never match.
 IPV4_MAPPED_HIGH_BITS = 0xFFFF
 
@@ -170,8 +177,12 @@ class Whitelist:
 
 
 def _parse(cidr: str, strict: bool = True) -> Network:
-    """ipaddress.ip_network(cidr, strict) as a Network. Clean entries are checked by the C library: ipaddress's
-    Python parser would be most of the time a 100,000-entry list takes."""
+    """ipaddress.ip_network(cidr, strict) as a Network, for the characters of an address and a prefix only (no zone
+    id: ipaddress keeps `%<text>` in what it prints). The text is printed from the parsed value, never copied from
+    the input. Clean entries are checked by the C library: ipaddress's Python parser would be most of the time a
+    100,000-entry list takes."""
+    if not CIDR_TEXT.fullmatch(cidr):
+        raise ValueError(f"{cidr!r} is not an IPv4 or IPv6 address or CIDR")
     address, slash, prefix = cidr.partition("/")
     version, family, bits = (6, socket.AF_INET6, 128) if ":" in address else (4, socket.AF_INET, 32)
     prefix = prefix if slash else str(bits)
@@ -183,11 +194,12 @@ def _parse(cidr: str, strict: bool = True) -> Network:
         else:
             first = int.from_bytes(packed, "big")
             # inet_ntop writes what ipaddress writes, except the dotted forms of embedded IPv4 addresses.
-            text = address if version == 4 else socket.inet_ntop(family, packed)
+            text = socket.inet_ntop(family, packed)
             if first & ((1 << (bits - int(prefix))) - 1) == 0 and (version == 4 or "." not in text):
-                return Network(version, first, int(prefix), f"{text}/{prefix}")
+                return Network(version, first, int(prefix), f"{text}/{int(prefix)}")
     parsed = ipaddress.ip_network(cidr, strict)
-    return Network(parsed.version, int(parsed.network_address), parsed.prefixlen, str(parsed))
+    network = type(parsed)((int(parsed.network_address), parsed.prefixlen))  # printed from integers
+    return Network(network.version, int(network.network_address), network.prefixlen, str(network))
 
 
 def access_diff(before: dict, after: dict) -> list[dict]:
@@ -210,6 +222,37 @@ def access_diff(before: dict, after: dict) -> list[dict]:
     return changes
 
 
+def _upstream_server(text: str) -> str | None:
+    """host:port as nginx's `server` takes it, printed from the parsed host and port; None when refused."""
+    match = UPSTREAM.fullmatch(text)
+    if not match:
+        return None
+    bracketed, v6_port, name, name_port = match.groups()
+    port = v6_port or name_port
+    host = _upstream_host(bracketed, name)
+    if host is None or port != str(int(port)) or not 1 <= int(port) <= 65535:
+        return None
+    return f"{host}:{int(port)}"
+
+
+def _upstream_host(bracketed: str | None, name: str | None) -> str | None:
+    """[IPv6] or IPv4 as ipaddress prints it, or a DNS name of RFC 1123 labels in lower case; None when refused."""
+    try:
+        return f"[{ipaddress.IPv6Address(bracketed)}]" if bracketed is not None else str(ipaddress.IPv4Address(name))
+    except ValueError:
+        if bracketed is not None:
+            return None
+    labels = name.rstrip(".").split(".")
+    # A name of digits and dots only would be taken for a malformed address.
+    if all(DNS_LABEL.fullmatch(label) for label in labels) and not name.replace(".", "").isdigit():
+        return ".".join(labels).lower()
+    return None
+
+
+def _is_url_path(path: str) -> bool:
+    return bool(URL_PATH.fullmatch(path)) and "//" not in path and not {".", ".."} & set(path.split("/"))
+
+
 class _Loader:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
@@ -220,14 +263,20 @@ class _Loader:
         self.groups: dict[str, Group] = {}
         self.backends: dict[str, Backend] = {}
         self.rules: list[Rule] = []
+        self.files: list[str] = []
+        self.declared_backends = 0
+        self.allow_empty = False
 
     def fail(self, file: str, key: str, value: object, why: str) -> None:
         self.problems.append(Problem(file, key, value, why))
 
     def keys_known(self, file: str, key: str, value: dict, kind: str) -> None:
         for unknown in sorted(set(value) - ALLOWED_KEYS[kind], key=str):
-            where = f"{key}.{unknown}" if key else str(unknown)
-            self.fail(file, where, value[unknown], f"unknown key; expected one of {sorted(ALLOWED_KEYS[kind])}")
+            why = f"unknown key; expected one of {sorted(ALLOWED_KEYS[kind])}"
+            if isinstance(unknown, str) and NAME.fullmatch(unknown):
+                self.fail(file, f"{key}.{unknown}" if key else unknown, value[unknown], why)
+            else:  # the key itself is the odd value: it never becomes part of a key path
+                self.fail(file, key or "(top level)", unknown, why)
 
     def mapping(self, file: str, key: str, value: object) -> dict:
         if not isinstance(value, dict):
@@ -242,7 +291,7 @@ class _Loader:
         return value
 
     def name(self, file: str, key: str, name: object, seen: dict, kind: str) -> bool:
-        if not isinstance(name, str) or not NAME.match(name):
+        if not isinstance(name, str) or not NAME.fullmatch(name):
             self.fail(
                 file, key, name, f"{kind} names are lowercase letters, digits, '-' and '_', starting with a letter"
             )
@@ -253,10 +302,12 @@ class _Loader:
         return True
 
     def document(self, file: str, data: object) -> None:
+        self.files.append(file)
         data = self.mapping(file, "", data)
         self.keys_known(file, "", data, "")
         settings = self.mapping(file, "settings", data.get("settings", {}))
         self.keys_known(file, "settings", settings, "settings")
+        self.allow_empty = self.flag(file, "settings", settings, "allow_empty") or self.allow_empty
         for key, value in settings.items():
             if key in DEFAULT_SETTINGS:
                 limit = 32 if key.endswith("v4") else 128
@@ -267,7 +318,9 @@ class _Loader:
         self.trusted(file, settings)
         for name, group in self.mapping(file, "groups", data.get("groups", {})).items():
             self.group(file, name, group)
-        for name, backend in self.mapping(file, "backends", data.get("backends", {})).items():
+        backends = self.mapping(file, "backends", data.get("backends", {}))
+        self.declared_backends += len(backends)
+        for name, backend in backends.items():
             self.backend(file, name, backend)
         rules = data.get("rules", [])
         if not isinstance(rules, list):
@@ -280,7 +333,7 @@ class _Loader:
         """Trusted proxies may name any client address, so each is a single proxy or a small proxy subnet."""
         if "real_ip_header" in settings:
             header = settings["real_ip_header"]
-            if not isinstance(header, str) or not HEADER.match(header):
+            if not isinstance(header, str) or not HEADER.fullmatch(header):
                 self.fail(file, "settings.real_ip_header", header, "must be an HTTP header name")
             else:
                 self.real_ip_header = header
@@ -326,12 +379,19 @@ class _Loader:
 
     def entry(self, file: str, kind: str, name: object, spec: object, seen: dict) -> tuple[str, dict | None]:
         """Key path and spec of a named group or backend; None when its name is unusable."""
-        key = f"{kind}s.{name}"
+        key = f"{kind}s.{name}" if isinstance(name, str) and NAME.fullmatch(name) else f"{kind}s"
         if not self.name(file, key, name, seen, kind):
             return key, None
         spec = self.mapping(file, key, spec)
         self.keys_known(file, key, spec, kind)
+        self.description(file, key, spec)
         return key, spec
+
+    def description(self, file: str, key: str, spec: dict) -> None:
+        """Free text for reviewers; it never reaches a config file, but it is bounded like everything else."""
+        value = spec.get("description", "")
+        if not isinstance(value, str) or len(value) > DESCRIPTION_LIMIT:
+            self.fail(file, f"{key}.description", value, f"must be text of at most {DESCRIPTION_LIMIT} characters")
 
     def flag(self, file: str, key: str, spec: dict, name: str) -> bool:
         value = spec.get(name, False)
@@ -345,14 +405,15 @@ class _Loader:
             return
         allow_host_bits = self.flag(file, key, spec, "allow_host_bits")
         networks = []
-        for index, cidr in enumerate(self.string_list(file, f"{key}.cidrs", spec.get("cidrs", []))):
+        cidrs = self.string_list(file, f"{key}.cidrs", spec.get("cidrs", []))
+        for index, cidr in enumerate(cidrs):
             where = f"{key}.cidrs[{index}]"
             hint = "" if allow_host_bits else "; set allow_host_bits: true on the group to accept it"
             network = self.network(file, where, cidr, hint)
             if network is not None:
                 networks.append((network, where))
         includes = self.string_list(file, f"{key}.include", spec.get("include", []))
-        if not networks and not includes:
+        if not spec.get("cidrs") and not spec.get("include"):  # one error only when what is there is refused
             self.fail(file, key, spec, "a group needs cidrs or include")
         self.groups[name] = Group(name, file, networks, includes)
 
@@ -377,11 +438,19 @@ class _Loader:
             self.fail(
                 file, f"{key}.upstreams", spec.get("upstreams"), "a backend needs at least one upstream host:port"
             )
+        parsed = []
         for index, upstream in enumerate(upstreams):
-            match = UPSTREAM.match(upstream)
-            if not match or not 1 <= int(match.group(2)) <= 65535:
-                self.fail(file, f"{key}.upstreams[{index}]", upstream, "must be host:port (IPv6 as [addr]:port)")
-        self.backends[name] = Backend(name, file, protocol, listen, upstreams)
+            server = _upstream_server(upstream)
+            if server is None:
+                self.fail(
+                    file,
+                    f"{key}.upstreams[{index}]",
+                    upstream,
+                    "must be host:port, the host an IPv4 address, [IPv6 address] or DNS name, the port 1 to 65535",
+                )
+            else:
+                parsed.append(server)
+        self.backends[name] = Backend(name, file, protocol, listen, parsed)
 
     def rule(self, file: str, key: str, spec: object) -> None:
         spec = self.mapping(file, key, spec)
@@ -392,15 +461,29 @@ class _Loader:
             self.fail(file, f"{key}.groups", spec.get("groups"), "a rule needs at least one group")
         paths = self.string_list(file, f"{key}.paths", spec.get("paths", []))
         for index, path in enumerate(paths):
-            if not path.startswith("/") or any(c in path for c in " ;{}\"'\\"):
-                self.fail(file, f"{key}.paths[{index}]", path, "must be a URL path starting with '/'")
+            if not _is_url_path(path):
+                self.fail(
+                    file,
+                    f"{key}.paths[{index}]",
+                    path,
+                    "must be a decoded URL path starting with '/', of letters, digits and . _ ~ + = , : @ / - (no '%' "
+                    "escapes, '//', '.' or '..' segments)",
+                )
         backend = spec.get("backend")
-        if not isinstance(backend, str):
+        if not isinstance(backend, str) or not NAME.fullmatch(backend):
             self.fail(file, f"{key}.backend", backend, "must name a backend")
             backend = ""
         self.rules.append(Rule(key, file, backend, groups, paths, allow_broad))
 
     def cross_checks(self) -> None:
+        if not self.declared_backends and not self.allow_empty:
+            self.fail(
+                ", ".join(self.files) or "(no files)",
+                "backends",
+                {},
+                "no backend in any file: deployed, this removes every backend from the proxy; set "
+                "settings.allow_empty: true if that is meant",
+            )
         self.trusted_narrow()
         for group in self.groups.values():
             for index, include in enumerate(group.includes):
@@ -409,7 +492,7 @@ class _Loader:
         self.find_cycles()
         for rule in self.rules:
             backend = self.backends.get(rule.backend)
-            if rule.backend and backend is None:
+            if backend is None and rule.backend:
                 self.fail(rule.file, f"{rule.key}.backend", rule.backend, "unknown backend")
             if backend and rule.paths and backend.protocol != "http":
                 self.fail(
@@ -495,20 +578,7 @@ class _Loader:
         self.warnings.append(Problem(self.groups[group].file, key, network.text, f"{why} {cover[0]}{where}"))
 
 
-@contextmanager
-def _without_cyclic_gc():
-    """Large whitelists allocate 100,000s of small tuples, none of them in a reference cycle; the cyclic collector's
-    repeated passes over them took a third of the time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-@_without_cyclic_gc()
+@without_cyclic_gc()
 def load(documents: list[tuple[str, object]]) -> Whitelist:
     """Validate and resolve parsed YAML documents, given as (file name, data). Raises WhitelistError."""
     loader = _Loader()
@@ -531,11 +601,15 @@ def load(documents: list[tuple[str, object]]) -> Whitelist:
     return whitelist
 
 
-DENY_UPSTREAM = "infra_obs_whitelist_deny"
+# Stream connections that no group allows go here. The '.' keeps it apart from every backend's upstream
+# (backend names have none).
+DENY_UPSTREAM = "infra_obs.deny"
 
 
 def _variable(backend: str, index: int) -> str:
-    return f"$infra_obs_wl_{backend.replace('-', '_')}_{index}"
+    """The geo variable of a backend's index-th path. nginx variables take no '-', so names are escaped
+    injectively ('_' -> '__', '-' -> '_h'): `a-b` and `a_b` get variables of their own."""
+    return f"$infra_obs_wl_{backend.replace('_', '__').replace('-', '_h')}_{index}"
 
 
 def _geo(variable: str, source: str, networks: list[Network], allowed: str, denied: str) -> list[str]:
@@ -569,7 +643,7 @@ ACCESS_LOG = NGINX_WHITELIST["access_log"]["default"]
 LOG_FORMAT = "log_format infra_obs_whitelist '$infra_obs_backend $infra_obs_allowed $status';"
 
 
-@_without_cyclic_gc()
+@without_cyclic_gc()
 def compile_nginx(
     whitelist: Whitelist, address_variable: str = "$remote_addr", access_log: str = ACCESS_LOG
 ) -> dict[str, str]:
@@ -579,6 +653,10 @@ def compile_nginx(
     requests get 403 in the rewrite phase, before any content handler; denied stream connections go to an upstream
     whose only server is down, so nginx closes them at once. Every decision is logged to access_log.
     """
+    if not OPERATOR_ARGUMENTS["address_variable"].fullmatch(address_variable):
+        raise ValueError(f"address_variable: {address_variable!r} is not an nginx variable like $remote_addr")
+    if not OPERATOR_ARGUMENTS["access_log"].fullmatch(access_log):
+        raise ValueError(f"access_log: {access_log!r} is not an absolute path of letters, digits and . _ - /")
     reach = whitelist._reach()
     header = ["# Generated by infra.obs nginx_whitelist: do not edit; change the whitelist data instead.", LOG_FORMAT]
     http, stream = list(header), list(header)
@@ -633,6 +711,63 @@ def compile_nginx(
         stream += [f"upstream {DENY_UPSTREAM} {{", "    server 127.0.0.1:9 down;", "}"]
     # A context without backends gets no log_format: nginx refuses a format whose variables nothing sets.
     return {
-        name: "\n".join(lines if len(lines) > len(header) else header[:1]) + "\n"
+        name: "\n".join(_as_written(lines if len(lines) > len(header) else header[:1])) + "\n"
         for name, lines in (("http.conf", http), ("stream.conf", stream))
     }
+
+
+# What the operator (not the whitelist's author) sets in the task.
+OPERATOR_ARGUMENTS = {
+    "address_variable": re.compile(r"\$[a-z][a-z0-9_]{0,63}"),
+    "access_log": re.compile(r"/[A-Za-z0-9._/-]{1,255}"),
+}
+# Every line compile_nginx writes, as a grammar: the last guard between the data and nginx.
+_NAME = NAME.pattern
+_CIDR = r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}|[0-9a-f:]{2,39}/[0-9]{1,3}"
+_SERVER = r"([0-9.]{7,15}|\[[0-9a-f:]{2,39}\]|[a-z0-9.-]{1,253}):[0-9]{1,5}"
+_VARIABLE = r"\$infra_obs_wl_[a-z0-9_]{1,126}_[0-9]+"
+_ADDRESS = OPERATOR_ARGUMENTS["address_variable"].pattern
+_LINE = re.compile(
+    "|".join(
+        f"(?:{shape})"
+        for shape in (
+            r"# Generated by infra\.obs nginx_whitelist: do not edit; change the whitelist data instead\.",
+            re.escape(LOG_FORMAT),
+            rf"upstream infra_obs_{_NAME} \{{",
+            rf"upstream {re.escape(DENY_UPSTREAM)} \{{",
+            rf"    server {_SERVER};",
+            r"    server 127\.0\.0\.1:9 down;",
+            rf"geo {_ADDRESS} {_VARIABLE} \{{",
+            rf"    default (0|{re.escape(DENY_UPSTREAM)});",
+            rf"    ({_CIDR}) (1|infra_obs_{_NAME});",
+            r"server \{",
+            r"    listen (\[::\]:)?[0-9]{1,5};",
+            rf"    set \$infra_obs_backend {_NAME};",
+            rf"    access_log ({OPERATOR_ARGUMENTS['access_log'].pattern}) infra_obs_whitelist;",
+            rf"    set_real_ip_from ({_CIDR});",
+            rf"    real_ip_header {HEADER.pattern};",
+            r"    real_ip_recursive on;",
+            r"    location /[A-Za-z0-9._~+=,:@/-]{0,1023} \{",
+            rf"        set \$infra_obs_allowed ({_VARIABLE}|0);",
+            r"        if \(\$infra_obs_allowed = 0\) \{ return 403; \}",
+            rf"        proxy_pass http://infra_obs_{_NAME};",
+            r"        return 403;",
+            rf"map {_VARIABLE} {_VARIABLE}_allowed \{{",
+            rf"    {re.escape(DENY_UPSTREAM)} 0;",
+            r"    default 1;",
+            rf"    set \$infra_obs_allowed {_VARIABLE}_allowed;",
+            rf"    proxy_pass {_VARIABLE};",
+            r"    \}",
+            r"\}",
+        )
+    )
+)
+
+
+def _as_written(lines: list[str]) -> list[str]:
+    """lines, once each is known to be one the compiler means to write: a value that got past validation with
+    nginx syntax in it stops here (an internal error) instead of reaching the proxy."""
+    for number, line in enumerate(lines, 1):
+        if not _LINE.fullmatch(line):
+            raise AssertionError(f"compile_nginx: line {number} is not one it writes: {line[:200]!r}")
+    return lines
