@@ -113,3 +113,16 @@ def test_a_hostile_consul_token_is_refused_without_being_shown(playbook):
 )
 def test_the_grammars(value, path, word):
     assert (unit_path(value), unit_word(value)) == (path, word)
+
+
+def test_the_probes_consul_service_name_cannot_walk_the_agent_api(playbook):
+    """The exporter registers <service>-<inventory name> through URL paths of the Consul agent API."""
+    run = preflight(playbook, "probe_exporter", {"probe_exporter_consul_service": "x/../../../../agent/leave"})
+    assert run.rc != 0
+    assert "they name the exporter's Consul service and id" in run.failures()[-1]
+
+
+def test_a_meta_key_cannot_become_an_internal_label(playbook):
+    run = preflight(playbook, "prometheus", {"prometheus_consul_meta_labels": ["region", "__address__"]})
+    assert run.rc != 0
+    assert 'prometheus_consul_meta_labels has ["__address__"]' in run.failures()[-1]

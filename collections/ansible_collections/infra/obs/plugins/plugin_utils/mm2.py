@@ -10,7 +10,6 @@ holds each one, and only render_properties() sees the values.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,17 +20,17 @@ from ansible_collections.infra.obs.plugins.module_utils.kafka_mm2 import (
     MM2_TOPICS_EXCLUDE,
     POLICY_CLASSES,
 )
-from ansible_collections.infra.obs.plugins.plugin_utils.userdata import Problem, ProblemsError
+from ansible_collections.infra.obs.plugins.plugin_utils.userdata import Problem, ProblemsError, host_port
 
 MASK = "********"
 # Aliases become part of property names (<alias>.bootstrap.servers, <a>-><b>.enabled) and of topic names.
 ALIAS = re.compile(r"[A-Za-z0-9_-]{1,64}")
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
-PORT = re.compile(r"[0-9]{1,5}")
 TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]+")
 ABSOLUTE_PATH = re.compile(r"/.*")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# MM2 reads these settings into Java ints and shorts: a larger number stops it at start-up.
+JAVA_INT_MAX, JAVA_SHORT_MAX = 2**31 - 1, 2**15 - 1
 SECRET_NAME = re.compile(r"password|passwd|passphrase|secret|token|credential", re.IGNORECASE)
 
 KEYS = {
@@ -224,6 +223,8 @@ def java_regex_problem(pattern: str) -> str | None:
         return "must be a non-empty pattern without surrounding whitespace (MM2 trims list entries)"
     if "," in pattern:
         return "contains ',': MM2 splits these lists on commas (write {n,m} repetitions another way)"
+    if CONTROL.search(pattern):
+        return "contains a control character (Java trims them from list entries): write it as an escape such as \\x01"
     return next(_java_only_problems(pattern), None) or _python_re_problem(pattern)
 
 
@@ -271,19 +272,6 @@ def _redacted(value: object) -> object:
     if isinstance(value, list):
         return [_redacted(v) for v in value]
     return value
-
-
-def _host_port(text: str) -> bool:
-    host, colon, port = text.rpartition(":")
-    if not colon or not PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
-        return False
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            return False
-        return True
-    return HOST.fullmatch(host) is not None
 
 
 class _Loader:
@@ -373,15 +361,25 @@ class _Loader:
         if not isinstance(servers, list) or not servers:
             self.fail(file, f"{key}.bootstrap_servers", servers, "must be a list of host:port, at least one")
             servers = []
+        parsed: list[str] = []
         for index, server in enumerate(servers):
             where = f"{key}.bootstrap_servers[{index}]"
-            if not isinstance(server, str) or not _host_port(server):
-                self.fail(file, where, server, "must be host:port (IPv6 as [address]:port) with a port from 1 to 65535")
-            elif servers.index(server) != index:
+            canonical = host_port(server) if isinstance(server, str) else None
+            if canonical is None:
+                self.fail(
+                    file,
+                    where,
+                    server,
+                    "must be host:port (IPv6 as [address]:port, no zone id), the host an address or DNS name, with a "
+                    "port from 1 to 65535",
+                )
+            elif canonical in parsed:
                 self.fail(file, where, server, "listed twice")
-        brokers = self.integer(file, f"{key}.brokers", spec.get("brokers"), 1)
+            else:
+                parsed.append(canonical)
+        brokers = self.integer(file, f"{key}.brokers", spec.get("brokers"), 1, JAVA_SHORT_MAX)
         security = self.security(file, f"{key}.security", spec.get("security", {}))
-        self.clusters[alias] = Cluster(alias, file, tuple(s for s in servers if isinstance(s, str)), brokers, security)
+        self.clusters[alias] = Cluster(alias, file, tuple(parsed), brokers, security)
 
     def security(self, file: str, key: str, spec: object) -> Security:
         spec = self.mapping(file, key, spec, "security")
@@ -494,7 +492,9 @@ class _Loader:
             name: self.integer(file, f"flow.intervals.{name}", intervals.get(name, default), 1, high)
             for name, (_property, default, high) in INTERVALS.items()
         }
-        lag = self.integer(file, "flow.offset_lag_max", spec.get("offset_lag_max", DEFAULT_OFFSET_LAG_MAX), 0)
+        lag = self.integer(
+            file, "flow.offset_lag_max", spec.get("offset_lag_max", DEFAULT_OFFSET_LAG_MAX), 0, JAVA_INT_MAX
+        )
         tasks_max = self.integer(file, "flow.tasks_max", spec.get("tasks_max", 1), 1, 1000)
         sync_groups = self.flag(file, "flow.sync_group_offsets", spec.get("sync_group_offsets", False))
         sync_configs = self.flag(file, "flow.sync_topic_configs", spec.get("sync_topic_configs", True))
@@ -525,7 +525,7 @@ class _Loader:
         brokers = [c.brokers for c in written if c.brokers]
         if "replication_factor" not in spec:
             return min([3, *brokers])
-        factor = self.integer(file, "flow.replication_factor", spec["replication_factor"], 1)
+        factor = self.integer(file, "flow.replication_factor", spec["replication_factor"], 1, JAVA_SHORT_MAX)
         for cluster in written if factor else []:
             if cluster.brokers and factor > cluster.brokers:
                 why = f"larger than {cluster.alias}'s {cluster.brokers} broker(s), where MM2 creates its topics"

@@ -6,13 +6,18 @@ file, the key path, the value and why, and nothing is produced while there is on
 from __future__ import annotations
 
 import gc
+import ipaddress
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import yaml
 from ansible.errors import AnsibleActionFail
 
+# host:port, IPv6 as [address]:port; the host is parsed further (an address, or a DNS name of RFC 1123 labels).
+HOST_PORT = re.compile(r"\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([A-Za-z0-9.-]{1,253}):([0-9]{1,5})")
+DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # What an error shows of a value or key: enough to find it, never a whole hostile document.
 SHOWN_CHARACTERS = 200
 
@@ -21,6 +26,34 @@ def shown(value: object) -> str:
     """repr(value), cut to SHOWN_CHARACTERS. Aliases are refused, so a value is never larger than its file."""
     text = repr(value)
     return text if len(text) <= SHOWN_CHARACTERS else f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
+
+
+def host_port(text: str) -> str | None:
+    """A server address as configs take it (nginx's `server`, Kafka's bootstrap.servers), printed from the parsed
+    host and port; None when refused. No IPv6 zone id: ipaddress keeps `%<any text>` in what it prints."""
+    match = HOST_PORT.fullmatch(text)
+    if not match:
+        return None
+    bracketed, v6_port, name, name_port = match.groups()
+    port = v6_port or name_port
+    host = _host(bracketed, name)
+    if host is None or port != str(int(port)) or not 1 <= int(port) <= 65535:
+        return None
+    return f"{host}:{int(port)}"
+
+
+def _host(bracketed: str | None, name: str | None) -> str | None:
+    """[IPv6] or IPv4 as ipaddress prints it, or a DNS name of RFC 1123 labels in lower case; None when refused."""
+    try:
+        return f"[{ipaddress.IPv6Address(bracketed)}]" if bracketed is not None else str(ipaddress.IPv4Address(name))
+    except ValueError:
+        if bracketed is not None:
+            return None
+    labels = name.rstrip(".").split(".")
+    # A name of digits and dots only would be taken for a malformed address.
+    if all(DNS_LABEL.fullmatch(label) for label in labels) and not name.replace(".", "").isdigit():
+        return ".".join(labels).lower()
+    return None
 
 
 @dataclass(frozen=True)

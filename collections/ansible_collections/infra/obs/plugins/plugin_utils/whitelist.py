@@ -17,13 +17,15 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from ansible_collections.infra.obs.plugins.module_utils._action_specs import NGINX_WHITELIST
-from ansible_collections.infra.obs.plugins.plugin_utils.userdata import Problem, ProblemsError, without_cyclic_gc
+from ansible_collections.infra.obs.plugins.plugin_utils.userdata import (
+    Problem,
+    ProblemsError,
+    host_port,
+    without_cyclic_gc,
+)
 
 # Every grammar is matched whole (fullmatch): `$` would let a final newline through.
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
-# host:port, IPv6 as [addr]:port; the host is parsed further (an address, or a DNS name of RFC 1123 labels).
-UPSTREAM = re.compile(r"\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([A-Za-z0-9.-]{1,253}):([0-9]{1,5})")
-DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # A URL path as nginx matches it (decoded and normalised): no '%' escapes, dot segments or repeated slashes, none
 # of nginx's own syntax (space, ';', braces, quotes, '#', '$', '\\') and nothing outside printable ASCII.
 URL_PATH = re.compile(r"/[A-Za-z0-9._~+=,:@/-]{0,1023}")
@@ -222,33 +224,6 @@ def access_diff(before: dict, after: dict) -> list[dict]:
     return changes
 
 
-def _upstream_server(text: str) -> str | None:
-    """host:port as nginx's `server` takes it, printed from the parsed host and port; None when refused."""
-    match = UPSTREAM.fullmatch(text)
-    if not match:
-        return None
-    bracketed, v6_port, name, name_port = match.groups()
-    port = v6_port or name_port
-    host = _upstream_host(bracketed, name)
-    if host is None or port != str(int(port)) or not 1 <= int(port) <= 65535:
-        return None
-    return f"{host}:{int(port)}"
-
-
-def _upstream_host(bracketed: str | None, name: str | None) -> str | None:
-    """[IPv6] or IPv4 as ipaddress prints it, or a DNS name of RFC 1123 labels in lower case; None when refused."""
-    try:
-        return f"[{ipaddress.IPv6Address(bracketed)}]" if bracketed is not None else str(ipaddress.IPv4Address(name))
-    except ValueError:
-        if bracketed is not None:
-            return None
-    labels = name.rstrip(".").split(".")
-    # A name of digits and dots only would be taken for a malformed address.
-    if all(DNS_LABEL.fullmatch(label) for label in labels) and not name.replace(".", "").isdigit():
-        return ".".join(labels).lower()
-    return None
-
-
 def _is_url_path(path: str) -> bool:
     return bool(URL_PATH.fullmatch(path)) and "//" not in path and not {".", ".."} & set(path.split("/"))
 
@@ -440,7 +415,7 @@ class _Loader:
             )
         parsed = []
         for index, upstream in enumerate(upstreams):
-            server = _upstream_server(upstream)
+            server = host_port(upstream)
             if server is None:
                 self.fail(
                     file,
