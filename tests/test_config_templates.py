@@ -97,6 +97,19 @@ def test_consul_config_for_current_releases_uses_ui_config(playbook, tmp_path):
     assert not dest.exists()
 
 
+# Quotes, braces, a newline, a comment sign and non-ASCII: each must stay data in the JSON or YAML written.
+HOSTILE_TEXT = 'dc"} , "server": true, #x\n\u00e9'
+
+
+def test_consul_config_keeps_hostile_text_as_data(playbook, tmp_path):
+    # Preflight refuses such a region; the template alone must still keep it one string (consul validate agrees).
+    dest, run = consul_config(playbook, tmp_path, json.dumps({"region": HOSTILE_TEXT}), inventory=AGENT)
+    assert run.rc == 0, run.output
+    config = json.loads(dest.read_text())
+    assert config["node_meta"]["region"] == HOSTILE_TEXT
+    assert config["server"] is False
+
+
 def test_consul_token_stays_out_of_logs_and_diffs(playbook, tmp_path):
     dest, run = consul_config(playbook, tmp_path, f"consul_acl_token={TOKEN}", "consul_mode=server")
     assert run.rc == 0, run.output
@@ -224,6 +237,12 @@ def test_probe_config_passes_the_exporters_own_check(playbook, tmp_path, probe_p
     assert config["source"] == {"name": "mon", "region": "eu-central-1", "az": "eu-central-1a"}
     assert config["register"]["address"] == "192.0.2.10"
     assert config["targets"]["consul"]["service"] == "infra-obs-probe"
+
+
+def test_probe_config_keeps_hostile_text_as_data(playbook, tmp_path, probe_prefix):
+    dest, run = probe_config(playbook, tmp_path, probe_prefix, json.dumps({"probe_exporter_tags": [HOSTILE_TEXT]}))
+    assert run.rc == 0, run.output
+    assert yaml.safe_load(dest.read_text())["register"]["tags"] == [HOSTILE_TEXT]
 
 
 def test_probe_config_with_a_bad_value_is_refused_naming_the_key(playbook, tmp_path, probe_prefix):
