@@ -4,9 +4,13 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
+import textwrap
 import time
 
 import requests
+
+_REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def container_ip(name: str) -> str:
@@ -68,6 +72,31 @@ class PlaybookRun:
                         messages.append(result.get("msg", ""))
                         messages += [item.get("msg", "") for item in result.get("results", []) if item.get("failed")]
         return messages
+
+
+def run_playbook(directory: pathlib.Path, text: str, *args: str, inventory: str = "localhost,") -> PlaybookRun:
+    """Write a playbook (YAML text) into directory and run it with the repository's roles on this machine (the
+    tests' controller), with the json callback."""
+    path = directory / "play.yml"
+    path.write_text(textwrap.dedent(text))
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(_REPO / "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
+        ANSIBLE_FACT_CACHING="memory",
+        # Every host here is this machine: run modules with the controller's own interpreter.
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+    )
+    result = subprocess.run(
+        ["ansible-playbook", "-i", inventory, "-c", "local", str(path), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=_REPO,
+    )
+    return PlaybookRun(result)
 
 
 def molecule_playbook(playbook: str, *args: str, expect_success: bool = True) -> PlaybookRun:

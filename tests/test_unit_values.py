@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 from ansible_collections.infra.obs.plugins.test.unit_values import unit_path, unit_word
+from labinfo import run_playbook
 
 # The roles' other preflight checks, satisfied, so that only the value under test can fail.
 ROLE_VARS = {
@@ -48,50 +49,91 @@ CASES = [
 ]
 
 
-def preflight(playbook, role: str, extra: dict):
-    play = [
-        {
-            "hosts": "all",
-            "gather_facts": False,
-            "tasks": [
-                {
-                    "ansible.builtin.include_role": {"name": f"infra.obs.{role}", "tasks_from": "preflight.yml"},
-                    "vars": ROLE_VARS[role] | extra,
+# Every other case: host name -> (role, the variables that differ from the role's defaults).
+OTHER_CASES = {
+    **{f"{role.replace('_', '-')}-defaults": (role, {}) for role in ROLE_VARS},
+    "node-exporter-flags": (
+        "node_exporter",
+        {"node_exporter_extra_args": ["--collector.systemd", '--x="\nFOO=1\nY="']},
+    ),
+    "probe-token": ("probe_exporter", {"probe_exporter_consul_token": "0f9d\nLD_PRELOAD=/tmp/e.so"}),
+    "probe-service": ("probe_exporter", {"probe_exporter_consul_service": "x/../../../../agent/leave"}),
+    "prometheus-meta": ("prometheus", {"prometheus_consul_meta_labels": ["region", "__address__"]}),
+}
+
+
+def case_host(index: int) -> str:
+    return f"unit-case-{index}"
+
+
+@pytest.fixture(scope="module")
+def preflight(tmp_path_factory):
+    """Every case in one ansible-playbook run (a play per role, a host per case, all of them this machine): the
+    failure message of each host, or None when its preflight passed, and the run's whole output."""
+    hosts = {case_host(i): (role, {variable: HOSTILE[kind]}) for i, (role, variable, kind) in enumerate(CASES)}
+    hosts |= OTHER_CASES
+    inventory = {
+        "all": {
+            "children": {
+                f"{role}_cases": {
+                    "vars": ROLE_VARS[role],
+                    "hosts": {host: extra for host, (of, extra) in hosts.items() if of == role},
                 }
-            ],
+                for role in ROLE_VARS
+            }
         }
+    }
+    directory = tmp_path_factory.mktemp("unit-values")
+    (directory / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    plays = [
+        {
+            "hosts": f"{role}_cases",
+            "gather_facts": False,
+            "tasks": [{"ansible.builtin.include_role": {"name": f"infra.obs.{role}", "tasks_from": "preflight.yml"}}],
+        }
+        for role in ROLE_VARS
     ]
-    return playbook(yaml.safe_dump(play))
+    run = run_playbook(directory, yaml.safe_dump(plays), inventory=str(directory / "hosts.yml"))
+    failures = {host: None for host in hosts}
+    for play in run.json["plays"]:
+        for task in play["tasks"]:
+            for host, result in task["hosts"].items():
+                if result.get("failed") and failures[host] is None:
+                    failures[host] = result.get("msg", "")
+    return failures, run.output
 
 
-@pytest.mark.parametrize(("role", "variable", "kind"), CASES, ids=[f"{r}:{v}:{k}" for r, v, k in CASES])
-def test_a_hostile_unit_value_is_refused_naming_host_variable_and_value(playbook, role, variable, kind):
-    run = preflight(playbook, role, {variable: HOSTILE[kind]})
-    assert run.rc != 0
-    message = run.failures()[-1]
-    assert "host localhost: refused, as they are written into a systemd unit" in message, message
+@pytest.mark.parametrize(("index", "case"), list(enumerate(CASES)), ids=[f"{r}:{v}:{k}" for r, v, k in CASES])
+def test_a_hostile_unit_value_is_refused_naming_host_variable_and_value(preflight, index, case):
+    _role, variable, kind = case
+    message = preflight[0][case_host(index)]
+    assert message is not None
+    assert f"host {case_host(index)}: refused, as they are written into a systemd unit" in message, message
     assert json.dumps({variable: HOSTILE[kind]}) in message, message
 
 
 @pytest.mark.parametrize("role", ROLE_VARS)
-def test_the_defaults_pass(playbook, role):
-    run = preflight(playbook, role, {})
-    assert run.rc == 0, run.failures()
+def test_the_defaults_pass(preflight, role):
+    assert preflight[0][f"{role.replace('_', '-')}-defaults"] is None
 
 
-def test_node_exporter_flags_are_checked_one_by_one(playbook):
-    flags = ["--collector.systemd", '--x="\nLD_PRELOAD=/tmp/e.so\nY="']
-    run = preflight(playbook, "node_exporter", {"node_exporter_extra_args": flags})
-    assert run.rc != 0
-    assert "node_exporter_extra_args" in run.failures()[-1]
+def test_node_exporter_flags_are_checked_one_by_one(preflight):
+    assert "node_exporter_extra_args" in preflight[0]["node-exporter-flags"]
 
 
-def test_a_hostile_consul_token_is_refused_without_being_shown(playbook):
-    token = "0f9d\nLD_PRELOAD=/tmp/e.so"
-    run = preflight(playbook, "probe_exporter", {"probe_exporter_consul_token": token})
-    assert run.rc != 0
-    assert "probe_exporter_consul_token (not shown)" in run.failures()[-1]
-    assert "LD_PRELOAD" not in run.output
+def test_a_hostile_consul_token_is_refused_without_being_shown(preflight):
+    failures, output = preflight
+    assert "probe_exporter_consul_token (not shown)" in failures["probe-token"]
+    assert "LD_PRELOAD" not in output
+
+
+def test_the_probes_consul_service_name_cannot_walk_the_agent_api(preflight):
+    """The exporter registers <service>-<inventory name> through URL paths of the Consul agent API."""
+    assert "they name the exporter's Consul service and id" in preflight[0]["probe-service"]
+
+
+def test_a_meta_key_cannot_become_an_internal_label(preflight):
+    assert 'prometheus_consul_meta_labels has ["__address__"]' in preflight[0]["prometheus-meta"]
 
 
 @pytest.mark.parametrize(
@@ -113,16 +155,3 @@ def test_a_hostile_consul_token_is_refused_without_being_shown(playbook):
 )
 def test_the_grammars(value, path, word):
     assert (unit_path(value), unit_word(value)) == (path, word)
-
-
-def test_the_probes_consul_service_name_cannot_walk_the_agent_api(playbook):
-    """The exporter registers <service>-<inventory name> through URL paths of the Consul agent API."""
-    run = preflight(playbook, "probe_exporter", {"probe_exporter_consul_service": "x/../../../../agent/leave"})
-    assert run.rc != 0
-    assert "they name the exporter's Consul service and id" in run.failures()[-1]
-
-
-def test_a_meta_key_cannot_become_an_internal_label(playbook):
-    run = preflight(playbook, "prometheus", {"prometheus_consul_meta_labels": ["region", "__address__"]})
-    assert run.rc != 0
-    assert 'prometheus_consul_meta_labels has ["__address__"]' in run.failures()[-1]
