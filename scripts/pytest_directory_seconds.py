@@ -1,11 +1,12 @@
-"""Hooks for the whole pytest run: tests/ and the collection's unit tests alike."""
+"""pytest plugin (pyproject.toml loads it with -p): where the suite's time goes, for tests/ and the collection's unit
+tests alike. A plugin, not a conftest: a conftest's hooks see only the tests below it, and a second conftest module
+would shadow tests/conftest.py for `from conftest import ...`."""
 
 import collections
 import pathlib
 
 # Where the suite's time goes: the seconds each test directory took (set-up, test and tear-down, summed over workers),
-# printed after the results so `make test` logs keep a per-part record. Here, not in tests/conftest.py: a conftest's
-# hooks see only the tests below it.
+# printed after the results so `make test` logs keep a per-part record.
 _DIRECTORY_SECONDS: collections.Counter = collections.Counter()
 
 
