@@ -155,3 +155,36 @@ def test_a_meta_key_cannot_become_an_internal_label(preflight):
 )
 def test_the_grammars(value, path, word):
     assert (unit_path(value), unit_word(value)) == (path, word)
+
+
+@pytest.mark.parametrize(
+    ("name", "check_path"),
+    [("node-exporter/../../agent/leave", "/metrics"), ("node-exporter", "@evil.example/metrics")],
+)
+def test_a_consul_service_name_or_check_path_cannot_leave_its_place(playbook, tmp_path, name, check_path):
+    """Names and ids go into the agent API's URL paths; a check path without '/' would become the URL's user part.
+    _consul_service runs only inside a role, so a throw-away role includes it."""
+    tasks = tmp_path / "wrapper" / "tasks"
+    tasks.mkdir(parents=True)
+    include = {
+        "ansible.builtin.include_role": {"name": "infra.obs._consul_service"},
+        "vars": {"_consul_service_name": name, "_consul_service_port": 9100, "_consul_service_check_path": check_path},
+    }
+    (tasks / "main.yml").write_text(yaml.safe_dump([include]))
+    play = [
+        {
+            "hosts": "all",
+            "gather_facts": False,
+            "vars": {
+                "region": "eu-central-1",
+                "az": "eu-central-1a",
+                "ansible_facts": {"default_ipv4": {"address": "192.0.2.10"}},
+            },
+            "tasks": [{"ansible.builtin.include_role": {"name": str(tmp_path / "wrapper")}}],
+        }
+    ]
+    run = playbook(yaml.safe_dump(play))
+    assert run.rc != 0
+    message = run.failures()[-1]
+    assert "name and id must be letters, digits and . _ -" in message, message
+    assert json.dumps(name) in message or json.dumps(check_path) in message
