@@ -4,8 +4,6 @@ either refused naming file and key, or accepted and then nginx agrees (`nginx -t
 import copy
 import ipaddress
 import re
-import urllib.error
-import urllib.request
 
 import pytest
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import WhitelistError, compile_nginx, load
@@ -31,15 +29,6 @@ def serve(nginx: Nginx, whitelist) -> None:
     nginx.run(re.sub(r"(?m)^    listen \[::\]:\d+;\n", "", conf))
 
 
-def status(port: int, address: str, path: str = "/") -> int:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"X-Test-IP": address})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
 def backend(port: int, origin: int) -> dict:
     return {"protocol": "http", "listen": port, "upstreams": [f"127.0.0.1:{origin}"]}
 
@@ -62,8 +51,8 @@ def test_reproducer_1_a_zone_id_carrying_nginx_syntax_is_refused(nginx):
     # The same proxy written as an address: accepted, and a client outside the whitelist is still refused.
     document["settings"]["trusted_proxies"] = ["fe80::1/128"]
     serve(nginx, load([("hostile.yml", document)]))
-    assert status(nginx.port, OUTSIDE) == 403
-    assert status(nginx.port, "192.0.2.7") == 200
+    assert nginx.status(OUTSIDE) == 403
+    assert nginx.status("192.0.2.7") == 200
 
 
 def test_reproducer_2_backends_differing_by_dash_and_underscore_decide_apart(nginx):
@@ -85,7 +74,7 @@ def test_reproducer_2_backends_differing_by_dash_and_underscore_decide_apart(ngi
     for client in ("192.0.2.1", "192.0.2.200", OUTSIDE):
         reached = {reason["backend"] for reason in whitelist.explain(client)}
         for name, port in (("a-b", nginx.port), ("a_b", other)):
-            assert status(port, client) == (200 if name in reached else 403), (client, name)
+            assert nginx.status(client, port=port) == (200 if name in reached else 403), (client, name)
 
 
 def test_reproducers_3_and_4_are_refused_by_the_reader_through_ansible(playbook, tmp_path):
@@ -171,4 +160,4 @@ def test_fuzzed_whitelists_are_refused_or_nginx_agrees(nginx, data):
     for address in [*map(str, addresses), OUTSIDE]:
         reached = {reason["path"] for reason in whitelist.explain(address)}
         for path in {"/", *document["rules"][0].get("paths", [])}:
-            assert status(nginx.port, address, path) == (200 if path in reached else 403), (address, path, document)
+            assert nginx.status(address, path) == (200 if path in reached else 403), (address, path, document)

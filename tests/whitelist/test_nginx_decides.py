@@ -71,8 +71,10 @@ class Nginx:
             self.process.wait(timeout=10)
             self.process = None
 
-    def status(self, address: str, path: str = "/") -> int:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers={"X-Test-IP": address})
+    def status(self, address: str, path: str = "/", port: int | None = None) -> int:
+        """The answer to a request claiming to come from address (X-Test-IP), on this server's port or another
+        one its config listens on."""
+        request = urllib.request.Request(f"http://127.0.0.1:{port or self.port}{path}", headers={"X-Test-IP": address})
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 return response.status

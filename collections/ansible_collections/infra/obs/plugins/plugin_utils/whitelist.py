@@ -380,8 +380,7 @@ class _Loader:
             return
         allow_host_bits = self.flag(file, key, spec, "allow_host_bits")
         networks = []
-        cidrs = self.string_list(file, f"{key}.cidrs", spec.get("cidrs", []))
-        for index, cidr in enumerate(cidrs):
+        for index, cidr in enumerate(self.string_list(file, f"{key}.cidrs", spec.get("cidrs", []))):
             where = f"{key}.cidrs[{index}]"
             hint = "" if allow_host_bits else "; set allow_host_bits: true on the group to accept it"
             network = self.network(file, where, cidr, hint)
@@ -467,7 +466,7 @@ class _Loader:
         self.find_cycles()
         for rule in self.rules:
             backend = self.backends.get(rule.backend)
-            if backend is None and rule.backend:
+            if rule.backend and backend is None:
                 self.fail(rule.file, f"{rule.key}.backend", rule.backend, "unknown backend")
             if backend and rule.paths and backend.protocol != "http":
                 self.fail(
@@ -618,6 +617,13 @@ ACCESS_LOG = NGINX_WHITELIST["access_log"]["default"]
 LOG_FORMAT = "log_format infra_obs_whitelist '$infra_obs_backend $infra_obs_allowed $status';"
 
 
+# What the operator (not the whitelist's author) sets in the task.
+OPERATOR_ARGUMENTS = {
+    "address_variable": re.compile(r"\$[a-z][a-z0-9_]{0,63}"),
+    "access_log": re.compile(r"/[A-Za-z0-9._/-]{1,255}"),
+}
+
+
 @without_cyclic_gc()
 def compile_nginx(
     whitelist: Whitelist, address_variable: str = "$remote_addr", access_log: str = ACCESS_LOG
@@ -691,11 +697,6 @@ def compile_nginx(
     }
 
 
-# What the operator (not the whitelist's author) sets in the task.
-OPERATOR_ARGUMENTS = {
-    "address_variable": re.compile(r"\$[a-z][a-z0-9_]{0,63}"),
-    "access_log": re.compile(r"/[A-Za-z0-9._/-]{1,255}"),
-}
 # Every line compile_nginx writes, as a grammar: the last guard between the data and nginx.
 _NAME = NAME.pattern
 _CIDR = r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}|[0-9a-f:]{2,39}/[0-9]{1,3}"
@@ -722,7 +723,7 @@ _LINE = re.compile(
             rf"    set_real_ip_from ({_CIDR});",
             rf"    real_ip_header {HEADER.pattern};",
             r"    real_ip_recursive on;",
-            r"    location /[A-Za-z0-9._~+=,:@/-]{0,1023} \{",
+            rf"    location {URL_PATH.pattern} \{{",
             rf"        set \$infra_obs_allowed ({_VARIABLE}|0);",
             r"        if \(\$infra_obs_allowed = 0\) \{ return 403; \}",
             rf"        proxy_pass http://infra_obs_{_NAME};",
