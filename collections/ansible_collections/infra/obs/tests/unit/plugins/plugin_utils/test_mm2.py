@@ -114,6 +114,11 @@ BAD = [
     # An IPv6 zone id smuggled three servers past the duplicate and self-replication checks as one.
     (m(f"{SERVER}.0", "[fe80::1%x]:1,b1:9092,[::1]:9092"), f"{SERVER}[0]", "no zone id"),
     (m(f"{SERVER}.0", "[fe80::1%lo]:9092"), f"{SERVER}[0]", "no zone id"),
+    (m(f"{SERVER}.0", "kafka-a1.lab:\u0669\u0660\u0669\u0662"), f"{SERVER}[0]", "must be host:port"),
+    (m(f"{SERVER}.0", "kafka-a1.lab:9092;x"), f"{SERVER}[0]", "must be host:port"),
+    (m(f"{SERVER}.0", 'kafka-a1.lab:9092"'), f"{SERVER}[0]", "must be host:port"),
+    (m(f"{SERVER}.0", "kafka-{a1}.lab:9092"), f"{SERVER}[0]", "must be host:port"),
+    (m(f"{SERVER}.0", "a" * 300 + ".lab:9092"), f"{SERVER}[0]", "must be host:port"),
     (m(f"{SERVER}.0", 9092), f"{SERVER}[0]", "must be host:port"),
     (m(f"{SERVER}.1", "kafka-a1.lab:9092"), f"{SERVER}[1]", "listed twice"),
     (m("clusters.primary.brokers", 0), "clusters.primary.brokers", "from 1 to 32767"),

@@ -33,7 +33,8 @@ BASE = {
     ],
 }
 
-# Appended to a valid value of each field: each class of text that would change what nginx reads.
+# Appended to a valid value of each field: each class of text that would change what nginx reads, or that a
+# permissive parser would read as something else.
 HOSTILE = {
     "newline": "\n",
     "newline then directive": "\nallow all;",
@@ -52,6 +53,8 @@ HOSTILE = {
     "non-ASCII": "é",
     "right-to-left mark": "\u200f",
     "zone id": "%lo",
+    "look-alike digit": "\u0661",  # ARABIC-INDIC DIGIT ONE: str.isdigit() and int() take it
+    "fullwidth digit": "\uff11",
     "very long": "a" * 5000,
 }
 
