@@ -1,6 +1,6 @@
-"""The internal _artifact role against the real artifact store: a good artefact installs once and then reports no
-change; a checksum mismatch stops before the host's file is touched and names the URL, the file and both sums; a play
-that names the role itself is refused."""
+"""The internal _artifact role against the real artifact store: a good artefact is copied to the host as one archive,
+unpacked there and installs once, then reports no change; a checksum mismatch stops before the host's file is touched
+and names the URL, the file and both sums; a play that names the role itself is refused."""
 
 import hashlib
 import io
@@ -18,6 +18,7 @@ PLAY = """
         _artifact_url: "{url}"
         _artifact_checksum: "{checksum}"
         _artifact_controller_cache: "{cache}"
+        _artifact_host_cache: "{cache}/host"
         _artifact_files:
           - {{src: tool-1.0/tool, dest: "{dest}"}}
 """
@@ -69,6 +70,11 @@ def test_installs_verified_artefact_once(playbook, published, tmp_path):
     second = playbook(play)
     assert second.rc == 0, second.output
     assert second.stats["localhost"]["changed"] == 0
+    # The host got the archive and unpacked it into a tree named after the verified sum.
+    (archive,) = (tmp_path / "cache" / "host").glob("*.tar.gz")
+    assert archive.name == "tool-1.0.tar.gz"
+    (tree,) = (tmp_path / "cache" / "host" / "unpacked").iterdir()
+    assert tree.name == hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
 
 
 def test_checksum_mismatch_stops_before_the_host_is_touched(playbook, published, tmp_path):
@@ -86,7 +92,7 @@ def test_checksum_mismatch_stops_before_the_host_is_touched(playbook, published,
     assert str(tmp_path / "cache" / "tool-1.0.tar.gz") in message
     assert wrong in message and digest in message
     assert dest.read_text() == "the installed version\n"
-    assert not (tmp_path / "cache" / "unpacked").exists()
+    assert not (tmp_path / "cache" / "host").exists()
 
 
 def test_a_play_cannot_use_the_internal_role_directly(playbook, published, tmp_path):
