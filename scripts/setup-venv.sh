@@ -10,7 +10,7 @@ if [[ ! -f $venv/.complete ]]; then
   log "creating $venv"
   rm -rf "$venv"
   python3.11 -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q --upgrade pip -c "$REPO_ROOT/constraints.txt"
   "$venv/bin/pip" install -q -r "$REPO_ROOT/requirements.txt" -c "$REPO_ROOT/constraints.txt"
   touch "$venv/.complete"
 fi
