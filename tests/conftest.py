@@ -12,6 +12,15 @@ STORE = f"http://127.0.0.1:{os.environ.get('INFRA_OBS_STORE_PORT', '19000')}"
 BUCKET = "infra-obs-artifacts"
 
 
+def pytest_collection_modifyitems(items):
+    """Under `pytest -n 2 --dist loadgroup` (make test/unit) each file runs on one worker, so its module fixtures
+    start once; the Kafka tests all run on one worker, which starts one cluster for them."""
+    for item in items:
+        path = item.path.relative_to(REPO)
+        group = "tests/kafka_mm2" if path.is_relative_to("tests/kafka_mm2") else str(path)
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def playbook(tmp_path):
     """Run a playbook (YAML text) with the repository's roles; return a PlaybookRun."""

@@ -22,6 +22,7 @@ from ansible_collections.infra.obs.plugins.module_utils import kafka_mm2
 from ansible_collections.infra.obs.plugins.plugin_utils import mm2
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.errors import RetriableError as KafkaRetriableError
 from kafka.structs import OffsetAndMetadata
 
 from .kafka_lab import LOG4J2, REPO, KafkaNode, java
@@ -44,11 +45,17 @@ def connection(node):
 
 
 def wait_for(what, check, done=bool, timeout=90, log=None):
-    """check() until done(its value); returns that value, or fails showing the last one and the log's tail."""
+    """check() until done(its value); returns that value, or fails showing the last one and the log's tail. A
+    retriable Kafka error counts as "not yet": on a busy machine a starved broker can leave a read unanswered for
+    the client's whole request timeout (one fixture saw that with pytest on both cores beside a molecule converge)."""
     deadline = time.monotonic() + timeout
+    last = None
     while time.monotonic() < deadline:
-        if done(last := check()):
-            return last
+        try:
+            if done(last := check()):
+                return last
+        except KafkaRetriableError as error:
+            last = error
         time.sleep(0.5)
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log and log.exists() else ""
     pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {last!r}\n{tail}")
