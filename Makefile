@@ -16,7 +16,7 @@ MOLECULE_SCENARIOS := probe whitelist mm2
 
 setup: venv
 	scripts/setup-host.sh
-	scripts/build-base-image.sh >/dev/null
+	scripts/refresh-base-lists.sh >/dev/null
 	scripts/fetch-artifacts.sh
 
 # Lint needs only the Python tools: no host packages, images or artefacts.
@@ -43,6 +43,8 @@ demo: lab-up
 	ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml -e infra_obs_batch_size=100%
 	python scripts/demo_report.py
 
+# ansible-test sanity checks an install of its own: `make test` runs lint beside the scenarios, and mm2 converges
+# from the usual one.
 lint: venv
 	ruff check .
 	ruff format --check .
@@ -50,19 +52,23 @@ lint: venv
 	ansible-lint
 	python scripts/check_argument_specs.py
 	cd $(COLLECTION) && antsibull-changelog lint
-	cd "$$(scripts/install-collection.sh)/ansible_collections/infra/obs" && ansible-test sanity --python 3.11 --venv --requirements
+	cd "$$(. scripts/lib.sh && scripts/install-collection.sh "$$INFRA_OBS_COLLECTION-sanity")/ansible_collections/infra/obs" && \
+		ansible-test sanity --python 3.11 --venv --requirements
+
+# Both cores; tests/conftest.py keeps each file, and all the Kafka tests, on one worker.
+PYTEST := pytest -q -n 2 --dist loadgroup
 
 unit: store-up
-	pytest -q
+	$(PYTEST)
 
 molecule: store-up collection
 	scripts/lab.sh clean infraobs-mol-
 	scripts/molecule-test.sh $(MOLECULE_THEN) $(MOLECULE_SCENARIOS)
 
-# The molecule scenarios side by side, and pytest once all but the first (probe, the longest) have ended: the
-# scenarios mostly wait on their hosts, and no test depends on the machine being idle.
-test: MOLECULE_THEN := --then 'pytest -q'
-test: lint molecule
+# The molecule scenarios side by side, lint beside them, and pytest once all but the first (probe, the longest) have
+# ended: the scenarios mostly wait on their hosts, and no test depends on the machine being idle.
+test: MOLECULE_THEN := --beside '$(MAKE) --no-print-directory lint' --then '$(PYTEST)'
+test: venv molecule
 
 # Quick feedback: lint and pytest, without the molecule scenarios.
 check: lint unit

@@ -41,7 +41,7 @@ containers() { hosts | cut -d' ' -f1; }
 
 up() {
   local image
-  image=$("$REPO_ROOT/scripts/build-base-image.sh")
+  image=$("$REPO_ROOT/scripts/refresh-base-lists.sh")
   clean "$prefix"
   podman network create --ipv6 --subnet 10.89.60.0/24 --subnet fd00:89:60::/64 "$network" >/dev/null
   while read -r name ipv4 ipv6 host nested; do

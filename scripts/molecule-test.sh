@@ -3,16 +3,19 @@
 # streams its output; several run side by side (their own hosts and networks, and most of a scenario's time is spent
 # waiting on its hosts, so two cores carry three), each printing one line when it ends. The failed tasks and tests
 # of every failed scenario are printed again at the very end, where the tail of a CI log shows them.
+#   --beside 'make lint'  runs that command beside the scenarios from the start, its output in beside.log (printed
+#                       at the end if it failed): the scenarios' first minutes (creating hosts) leave a core free.
 #   --then 'pytest -q'  runs that command, its output streamed, once every scenario but the first has ended: the
 #                       first (the longest) spends its last minutes waiting on its hosts, which leaves the CPU free.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"  # INFRA_OBS_COLLECTION: the installed collection some scenarios converge from
-then_run=
-if [[ ${1:-} == --then ]]; then
-    then_run=${2:?--then needs a command}
+beside_run= then_run=
+while [[ ${1:-} == --beside || ${1:-} == --then ]]; do
+    [[ -n ${2:-} ]] || { echo "$1 needs a command" >&2; exit 2; }
+    if [[ $1 == --beside ]]; then beside_run=$2; else then_run=$2; fi
     shift 2
-fi
-(($#)) || { echo "usage: scripts/molecule-test.sh [--then COMMAND] SCENARIO..." >&2; exit 2; }
+done
+(($#)) || { echo "usage: scripts/molecule-test.sh [--beside COMMAND] [--then COMMAND] SCENARIO..." >&2; exit 2; }
 log_dir=.lab/logs
 mkdir -p "$log_dir"
 
@@ -39,12 +42,24 @@ failures() {  # failures SCENARIO: what failed, from its log
         grep -a -n -E -A15 'fatal: \[|failed: \[|FAILED!|^E  |^FAILED |unreachable: \[' | tail -n 150 || true
 }
 
-if (($# == 1)) && [[ -z $then_run ]]; then
+if (($# == 1)) && [[ -z $then_run$beside_run ]]; then
     run "$1" stream || { failures "$1"; exit 1; }
     exit 0
 fi
 
 start=$SECONDS
+beside_pid=
+if [[ -n $beside_run ]]; then
+    (
+        if bash -c "$beside_run" >"$log_dir/beside.log" 2>&1; then
+            echo "== $beside_run passed in $((SECONDS - start)) s"
+        else
+            echo "== $beside_run failed after $((SECONDS - start)) s (log: $log_dir/beside.log)"
+            exit 1
+        fi
+    ) &
+    beside_pid=$!
+fi
 declare -A pids
 for scenario in "$@"; do
     run "$scenario" &
@@ -67,10 +82,16 @@ if [[ -n $then_run ]]; then
     fi
 fi
 wait "${pids[$1]}" || failed+=("$1")
+beside_failed=
+if [[ -n $beside_pid ]]; then wait "$beside_pid" || beside_failed=yes; fi
 echo "== molecule scenarios ended after $((SECONDS - start)) s; failed: ${failed[*]:-none}"
 for scenario in "${failed[@]}"; do failures "$scenario"; done
 if [[ -n $then_failed ]]; then
     echo "== what failed in $then_run, from $log_dir/then.log:"
     grep -a -E '^(FAILED|ERROR) ' "$log_dir/then.log" || tail -n 40 "$log_dir/then.log"
 fi
-[[ ${#failed[@]} == 0 && -z $then_failed ]]
+if [[ -n $beside_failed ]]; then
+    echo "== what $beside_run printed, from $log_dir/beside.log:"
+    tail -n 60 "$log_dir/beside.log"
+fi
+[[ ${#failed[@]} == 0 && -z $then_failed && -z $beside_failed ]]
