@@ -307,3 +307,23 @@ def test_fast_parser_agrees_with_ipaddress(cidr, strict):
 def test_fast_parser_agrees_with_ipaddress_on_edge_cases(cidr):
     for strict in (True, False):
         assert _ours(cidr, strict) == _reference(cidr, strict)
+
+
+def test_geo_maps_are_in_order_and_uncovered_whichever_way_compile_orders_them():
+    """A backend that reaches most of the whitelist is put in order by walking validation's sorted networks, one that
+    reaches a few of them by sorting its own: both maps list each uncovered network once, in address order."""
+    many = [f"10.{i}.0.0/16" for i in range(40, 0, -1)] + ["10.7.1.0/24", "2001:db8::/32", "10.3.0.0/16"]
+    data = {
+        "groups": {"many": {"cidrs": many}, "few": {"cidrs": ["10.5.0.0/16", "10.2.0.0/16"]}},
+        "backends": {
+            "big": {"protocol": "http", "listen": 8080, "upstreams": ["10.89.60.5:8080"]},
+            "small": {"protocol": "http", "listen": 8081, "upstreams": ["10.89.60.5:8081"]},
+        },
+        "rules": [{"backend": "big", "groups": ["many"]}, {"backend": "small", "groups": ["few"]}],
+    }
+    whitelist = load([("a.yml", data)])
+    http = compile_nginx(whitelist)["http.conf"]
+    maps = [block.split("\n")[2:-1] for block in http.split("geo $remote_addr ")[1:]]
+    maps = [[line.split()[0] for line in block[: block.index("}")]] for block in maps]
+    v4 = [f"10.{i}.0.0/16" for i in range(1, 41)]
+    assert maps == [[*v4, "2001:db8::/32"], ["10.2.0.0/16", "10.5.0.0/16"]]
