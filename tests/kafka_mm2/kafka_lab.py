@@ -19,6 +19,7 @@ import uuid
 
 import yaml
 from kafka import KafkaAdminClient
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 VERSIONS = REPO / "inventories" / "lab" / "group_vars" / "all" / "versions.yml"
@@ -47,6 +48,21 @@ def jmx_agent_jar(libs: pathlib.Path) -> pathlib.Path:
 def java() -> str:
     home = os.environ.get("JAVA_HOME")
     return str(pathlib.Path(home, "bin", "java")) if home else "java"
+
+
+def commit_settled(consumer, offsets: dict, timeout: float = 60) -> None:
+    """consumer.commit(offsets), once the group is settled: on a busy machine a member can miss its heartbeats and
+    the group rebalances under it (RebalanceInProgressError, CommitFailedError). poll() takes part in the rebalance;
+    the records it returns are not wanted, since the offsets committed are given."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            consumer.commit(offsets)
+            return
+        except (RebalanceInProgressError, CommitFailedError):
+            if time.monotonic() > deadline:
+                raise
+            consumer.poll(timeout_ms=500)
 
 
 def free_port() -> int:

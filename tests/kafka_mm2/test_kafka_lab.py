@@ -9,7 +9,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from .kafka_lab import jmx_agent_jar, lab_version
+from .kafka_lab import commit_settled, jmx_agent_jar, lab_version
 
 TOPIC = "orders"
 PARTITIONS = 6
@@ -77,7 +77,7 @@ def first_read(kafka_node, admin, produced):
     for r in records:
         tp = TopicPartition(r.topic, r.partition)
         committed[tp] = max(committed.get(tp, 0), r.offset + 1)
-    consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in committed.items()})
+    commit_settled(consumer, {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in committed.items()})
     active = admin.describe_groups([GROUP])[GROUP]
     consumer.close()
     return {"values": [r.value.decode() for r in records], "committed": committed, "active": active}

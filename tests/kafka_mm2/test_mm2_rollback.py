@@ -25,7 +25,7 @@ from kafka.admin import NewTopic
 from kafka.errors import RetriableError as KafkaRetriableError
 from kafka.structs import OffsetAndMetadata
 
-from .kafka_lab import LOG4J2, REPO, KafkaNode, java
+from .kafka_lab import LOG4J2, REPO, KafkaNode, commit_settled, java
 
 TOPIC = "orders.events"
 PARTITIONS = 6
@@ -238,7 +238,7 @@ def read_and_commit(node, group, count):
     for r in records[:count]:
         tp = TopicPartition(r.topic, r.partition)
         committed[tp] = max(committed.get(tp, 0), r.offset + 1)
-    consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in committed.items()})
+    commit_settled(consumer, {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in committed.items()})
     consumer.close()
     return {"values": {r.value.decode() for r in records[:count]}, "committed": committed}
 
