@@ -64,7 +64,7 @@ class Network(NamedTuple):
 
     @property
     def last(self) -> int:
-        return self.first | ((1 << ((32 if self.version == 4 else 128) - self.prefixlen)) - 1)
+        return self.first | _HOST_BITS[self.version][self.prefixlen]
 
     def covers(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return ip.version == self.version and self.first <= int(ip) <= self.last
@@ -74,6 +74,8 @@ class Network(NamedTuple):
 
 
 _PREFIXLEN = {str(length): length for length in range(129)}
+# version -> prefix length -> the host bits of such a network (Network.last without the property call).
+_HOST_BITS = {v: [(1 << (bits - length)) - 1 for length in range(bits + 1)] for v, bits in ((4, 32), (6, 128))}
 
 
 class WhitelistError(ProblemsError):
@@ -541,14 +543,15 @@ class _Loader:
             key=itemgetter(0),
         )
         whitelist.ordered = [entry[0] for entry in entries]
-        covers: dict[object, tuple[tuple[Network, str, str], int]] = {}
+        # The loop runs once per CIDR: fields are unpacked once and the host bits come from a table, not a property.
+        covers: dict[object, tuple[tuple[Network, str, str], int, int]] = {}
+        no_cover = (None, 0, -1)
         for entry in entries:
-            network, _key, group = entry
-            last = network.last
+            (version, first, prefixlen, _text), _key, group = entry
             for scope, rule in scopes[group]:
-                cover, cover_end = covers.get(scope, (None, -1))
-                if cover is None or network.version != cover[0].version or network.first > cover_end:
-                    covers[scope] = (entry, last)
+                cover, cover_version, cover_end = covers.get(scope, no_cover)
+                if cover is None or version != cover_version or first > cover_end:
+                    covers[scope] = (entry, version, first | _HOST_BITS[version][prefixlen])
                 elif rule is None or group != cover[2]:
                     self.covered(entry, cover, rule)
 
