@@ -239,10 +239,13 @@ def test_probe_config_passes_the_exporters_own_check(playbook, tmp_path, probe_p
     assert config["targets"]["consul"]["service"] == "infra-obs-probe"
 
 
-def test_probe_config_keeps_hostile_text_as_data(playbook, tmp_path, probe_prefix):
+def test_probe_config_with_hostile_text_is_refused_by_the_exporters_check(playbook, tmp_path, probe_prefix):
+    """The text is written as YAML data (quotes, braces and the newline stay inside the value), then the exporter's
+    own check refuses it: tags are names."""
     dest, run = probe_config(playbook, tmp_path, probe_prefix, json.dumps({"probe_exporter_tags": [HOSTILE_TEXT]}))
-    assert run.rc == 0, run.output
-    assert yaml.safe_load(dest.read_text())["register"]["tags"] == [HOSTILE_TEXT]
+    assert run.rc != 0
+    assert "register.tags: must be a list of names" in run.output, run.output
+    assert not dest.exists()
 
 
 def test_probe_config_with_a_bad_value_is_refused_naming_the_key(playbook, tmp_path, probe_prefix):

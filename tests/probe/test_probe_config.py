@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 from infra_obs_probe import cli
-from infra_obs_probe.config import parse
+from infra_obs_probe.config import ConfigError, parse
 
 from .probe_lab import exporter_env
 
@@ -123,6 +123,19 @@ BAD = [
     ("v4 in address6", "register.address6", '"10.0.0.1"', setitem(["register", "address6"], "10.0.0.1")),
     ("check interval", "register.check_interval", '"10"', setitem(["register", "check_interval"], "10")),
     ("source name", "source.name", '""', setitem(["source", "name"], "")),
+    # What cannot run: a loop that would spin, or a window whose samples no host holds (issue 12's reproducers).
+    ("microsecond interval", "interval", "1e-06", setitem(["interval"], 1e-6)),
+    ("day window at 10 ms", "window", "86400", lambda d: d.update(interval=0.01, window=86400)),
+    ("day window at 1 s", "window", "86400", setitem(["window"], 86400)),
+    ("mtr interval 1 ms", "mtr.interval", "0.001", setitem(["mtr", "interval"], 0.001)),
+    ("consul refresh 1 ms", "targets.consul.refresh", "0.001", setitem(["targets", "consul", "refresh"], 0.001)),
+    (
+        "zone id",
+        "targets.static[0].address",
+        '"fe80::1%lo"',
+        setitem(["targets", "static", 0, "address"], "fe80::1%lo"),
+    ),
+    ("tag with a space", "register.tags", '["metrics", "a b"]', setitem(["register", "tags"], ["metrics", "a b"])),
 ]
 
 
@@ -136,12 +149,104 @@ def test_bad_value_is_refused_naming_file_key_and_value(tmp_path, capsys, key, v
     assert message.endswith(f"(got {value})"), message
 
 
-def test_duplicate_static_target_and_missing_source(tmp_path, capsys):
+def test_the_window_error_states_the_memory_per_path(tmp_path, capsys):
     path = tmp_path / "probe.yml"
-    path.write_text(edit(lambda d: d["targets"]["static"].append(dict(d["targets"]["static"][0]))))
-    assert f"{path}: targets.static[1]: duplicates targets.static[0]" in check_in_process(path, capsys)[1]
+    path.write_text(edit(lambda d: d.update(interval=0.01, window=86400)))
+    message = check_in_process(path, capsys)[1]
+    assert "keeps 8,640,000 samples per path at interval 0.01 s (about 395.5 MiB per path): at most 36,000" in message
+
+
+def test_an_impossible_ipv4_address_is_called_that_not_a_host_name(tmp_path, capsys):
+    path = tmp_path / "probe.yml"
+    path.write_text(edit(setitem(["targets", "static", 0, "address"], "999.1.1.1")))
+    message = check_in_process(path, capsys)[1]
+    assert "targets.static[0].address: is not an IPv4 address: four numbers 0-255 separated by dots" in message
+    path.write_text(edit(setitem(["targets", "static", 0, "address"], "db1.example")))
+    assert "must be an IP address literal (no host names, no zone id)" in check_in_process(path, capsys)[1]
+
+
+def add_target(**target):
+    return lambda d: d["targets"]["static"].append({"name": "db1", "address": "127.0.0.2", **target})
+
+
+def test_duplicate_targets_by_name_and_by_address_and_missing_source(tmp_path, capsys):
+    path = tmp_path / "probe.yml"
+    path.write_text(edit(add_target()))
+    assert (
+        f"{path}: targets.static[1].address: is the same target as targets.static[0]"
+        in (check_in_process(path, capsys)[1])
+    )
+    path.write_text(edit(add_target(name="db2")))
+    assert (
+        f"{path}: targets.static[1].address: is 'db1''s address in targets.static[0]"
+        in (check_in_process(path, capsys)[1])
+    )
+    path.write_text(edit(add_target(address="127.0.0.3")))
+    assert (
+        f'{path}: targets.static[1].name: already has an IPv4 address in targets.static[0] (127.0.0.2) (got "db1")'
+        in check_in_process(path, capsys)[1]
+    )
+    path.write_text(edit(add_target(address="::1")))  # one address per family: a dual-stack host
+    assert check_in_process(path, capsys)[0] == 0
     path.write_text(edit(lambda d: d.pop("source")))
     assert f"{path}: source: is required" in check_in_process(path, capsys)[1]
+
+
+HOSTILE = {
+    "newline": "db1\nx",
+    "trailing newline": "db1\n",
+    "quote": 'db1"}',
+    "brace": "db1{x}",
+    "semicolon": "db1;x",
+    "space": "db1 x",
+    "NUL": "db1\x00",
+    "non-ASCII": "dbé1",
+    "fullwidth digit": "db\uff11",
+    "very long": "d" * 300,
+}
+NAMED_FIELDS = [
+    ["source", "name"],
+    ["source", "region"],
+    ["source", "az"],
+    ["targets", "static", 0, "name"],
+    ["targets", "static", 0, "region"],
+    ["targets", "static", 0, "az"],
+    ["targets", "consul", "service"],
+    ["register", "service"],
+    ["register", "id"],
+]
+
+
+@pytest.mark.parametrize("field", NAMED_FIELDS, ids=lambda f: ".".join(map(str, f)))
+def test_hostile_text_in_a_name_is_refused_naming_file_key_and_value(tmp_path, field):
+    for kind, value in HOSTILE.items():
+        data = yaml.safe_load(edit(setitem(field, value)))
+        key = ".".join(f"[{k}]" if isinstance(k, int) else k for k in field).replace(".[", "[")
+        with pytest.raises(ConfigError) as refused:
+            parse(data, "probe.yml")
+        assert (refused.value.key, refused.value.value) == (key, value), kind
+        assert str(refused.value).startswith(f"probe.yml: {key}: must be ASCII letters, digits and . _ -"), kind
+        assert len(str(refused.value)) < 400, kind  # the value is cut short
+
+
+@pytest.mark.parametrize(("kind", "value"), list(HOSTILE.items()), ids=list(HOSTILE))
+def test_hostile_text_in_a_list_of_names_or_an_address_is_refused(kind, value):
+    for field, key in (
+        (["targets", "consul", "regions"], "targets.consul.regions"),
+        (["targets", "consul", "azs"], "targets.consul.azs"),
+        (["register", "tags"], "register.tags"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            parse(yaml.safe_load(edit(setitem(field, ["ok", value]))), "probe.yml")
+        assert refused.value.key == key and "must be a list of names" in str(refused.value)
+    for field, key in (
+        (["targets", "static", 0, "address"], "targets.static[0].address"),
+        (["register", "address"], "register.address"),
+        (["register", "address6"], "register.address6"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            parse(yaml.safe_load(edit(setitem(field, f"127.0.0.2{value}"))), "probe.yml")
+        assert refused.value.key == key and "IP address literal" in str(refused.value)
 
 
 def test_unreadable_and_malformed_files(tmp_path):

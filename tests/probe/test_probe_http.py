@@ -1,10 +1,17 @@
 """The HTTP side: /metrics passes promtool, /paths.json numbers come from raw samples, /matrix and /matrix.json
 assemble every peer's view with health per cell."""
 
+import re
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from html.parser import HTMLParser
+
+from infra_obs_probe import exposition
+from infra_obs_probe.app import App
+from infra_obs_probe.config import parse
 
 from .probe_lab import PROMTOOL, base_config, free_port, wait_for
 
@@ -141,3 +148,40 @@ def test_matrix_marks_the_dead_peer_unhealthy(consul_agent, exporter):
 
     started["node-c"].stop(signal.SIGTERM)
     assert wait_for(lambda: "mesh-node-c" not in consul_agent.services(), 5, what="C deregistered")
+
+
+def healthy(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_an_error_in_the_probe_loop_makes_the_exporter_unhealthy_until_a_config_is_applied(monkeypatch):
+    """Never silent: /-/healthy fails with the error (Consul's check and the exporter-health alert follow it) and
+    loop_errors_total counts it; the loop goes on, and a reload that applies cleanly makes it healthy again."""
+    port = free_port()
+    app = App(parse(base_config(port, tcp={"enabled": False}), "probe.yml"))
+    app.http.start("127.0.0.1", port)
+    app.prober.start()
+    try:
+        assert healthy(port) == (200, "Healthy\n")
+
+        def broken():
+            raise MemoryError("a ring of 8,640,000 samples")
+
+        monkeypatch.setattr(app.prober, "_run_due", broken)
+        wait_for(lambda: app.prober.loop_errors > 0, what="a loop error")
+        monkeypatch.undo()
+        code, body = healthy(port)
+        assert code == 503 and body == "probe loop error: MemoryError: a ring of 8,640,000 samples\n", body
+        metrics = exposition.render(app.prober, app.status).decode()
+        assert re.search(r"^infra_obs_probe_loop_errors_total [1-9]", metrics, re.M), metrics[-2000:]
+        time.sleep(0.2)
+        assert healthy(port)[0] == 503  # stays unhealthy with the loop running again
+        app.prober.update(config=app.config)
+        wait_for(lambda: healthy(port) == (200, "Healthy\n"), what="healthy after a clean reload")
+    finally:
+        app.http.stop()
+        app.prober.stop()

@@ -21,7 +21,7 @@ def test_sighup_refuses_a_bad_config_and_applies_a_good_one(exporter):
     e.write_config(bad)
     e.send_signal(signal.SIGHUP)
     wait_for(lambda: e.sample("infra_obs_probe_config_last_reload_successful") == 0, 5, what="reload refused")
-    assert f"{e.config_path}: targets.static[1].address: must be an IP address literal" in e.log()
+    assert f"{e.config_path}: targets.static[1].address: is not an IPv4 address: four numbers 0-255" in e.log()
     assert '(got "127.0.0.300")' in e.log()
     before = e.sample("infra_obs_probe_sent_total", target="127.0.0.2")
     time.sleep(0.5)

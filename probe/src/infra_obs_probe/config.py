@@ -11,8 +11,18 @@ from typing import Any
 
 import yaml
 
-GO_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+GO_DURATION = re.compile(r"([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+")
 SOCKET_MODES = ("auto", "dgram", "raw")
+# Names of hosts, regions, AZs, services and tags: they become label values, Consul names and matrix cells.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+ADDRESS_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}")  # no zone id, no host name: ip_address() accepts "fe80::1%eth0"
+DOTTED = re.compile(r"[0-9.]+")
+MIN_INTERVAL = 0.01
+# Every path keeps its last `window / interval` samples (the ring: time, value, outcome) and the sorted RTTs among
+# them, about this many bytes per sample; a window must fit in a bounded number of them.
+BYTES_PER_SAMPLE = 48
+MAX_SAMPLES = 36_000
 
 
 class ConfigError(Exception):
@@ -28,9 +38,27 @@ class ConfigError(Exception):
 
 def _show(value: Any) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
+        text = json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
-        return repr(value)
+        text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "...(cut)"
+
+
+def _grammar_text(grammar: re.Pattern) -> str:
+    longest = grammar.pattern.rsplit(",", 1)[1].rstrip("}")
+    return f"must be ASCII letters, digits and . _ - (starting with a letter or digit, at most {int(longest) + 1})"
+
+
+def parse_address(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IP address literal, parsed strictly (no zone id, no host name); ValueError says what is wrong."""
+    if not isinstance(text, str) or not ADDRESS_TEXT.fullmatch(text):
+        raise ValueError("must be an IP address literal (no host names, no zone id)")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        if DOTTED.fullmatch(text):
+            raise ValueError("is not an IPv4 address: four numbers 0-255 separated by dots") from None
+        raise ValueError("is not a valid IPv6 address") from None
 
 
 @dataclass(frozen=True)
@@ -191,12 +219,19 @@ class _Map:
             raise self.error(key, "must be a non-empty string" if not allow_empty else "must be a string")
         return value
 
-    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def label(self, key: str, default: str | None = None, allow_empty: bool = False, grammar: re.Pattern = NAME) -> str:
+        """A string of the NAME (or given) grammar: ASCII letters, digits and . _ -, starting with a letter or digit."""
+        value = self.string(key, default, allow_empty)
+        if value and not grammar.fullmatch(value):
+            raise self.error(key, _grammar_text(grammar))
+        return value
+
+    def labels(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
         value = self.raw(key, list(default))
         if value is None:
             value = []
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.error(key, "must be a list of non-empty strings")
+        if not isinstance(value, list) or not all(isinstance(v, str) and NAME.fullmatch(v) for v in value):
+            raise self.error(key, f"must be a list of names: each {_grammar_text(NAME)}")
         return tuple(value)
 
     def done(self) -> None:
@@ -209,12 +244,10 @@ def _address(m: _Map, key: str, family: int | None = None, required: bool = True
     value = m.raw(key, None if required else "")
     if not required and value in ("", None):
         return ""
-    if not isinstance(value, str):
-        raise m.error(key, "must be an IP address")
     try:
-        ip = ipaddress.ip_address(value)
-    except ValueError:
-        raise m.error(key, "must be an IP address literal (no host names)") from None
+        ip = parse_address(value)
+    except ValueError as e:
+        raise m.error(key, str(e)) from None
     if family is not None and ip.version != family:
         raise m.error(key, f"must be an IPv{family} address")
     return ip.compressed
@@ -239,9 +272,9 @@ def _listen(m: _Map) -> tuple[str, int]:
         raise m.error("listen", 'must be "HOST:PORT" with an IP literal host ("[::]:9427" for IPv6)')
     host = match.group(2) or match.group(3) or "0.0.0.0"
     try:
-        host = ipaddress.ip_address(host).compressed
-    except ValueError:
-        raise m.error("listen", "host must be an IP address literal") from None
+        host = parse_address(host).compressed
+    except ValueError as e:
+        raise m.error("listen", f"host {e}") from None
     return host, int(match.group(4))
 
 
@@ -255,11 +288,11 @@ def _static_target(m: _Map) -> StaticTarget:
     ):
         raise m.error("tcp_ports", "must be a list of ports (1-65535)")
     target = StaticTarget(
-        name=m.string("name"),
+        name=m.label("name", grammar=HOST_NAME),
         address=address,
         family=ipaddress.ip_address(address).version,
-        region=m.string("region", "", allow_empty=True),
-        az=m.string("az", "", allow_empty=True),
+        region=m.label("region", "", allow_empty=True),
+        az=m.label("az", "", allow_empty=True),
         tcp_ports=tuple(dict.fromkeys(ports)),
     )
     m.done()
@@ -278,7 +311,7 @@ def _probes(top: _Map) -> tuple[Icmp, Tcp, Mtr]:
     m = top.sub("mtr")
     mtr = Mtr(
         m.boolean("enabled", True),
-        m.number("interval", 30.0, 0.0, 86400, low_open=True),
+        m.number("interval", 30.0, 0.1, 86400),
         m.integer("max_hops", 16, 1, 64),
         m.integer("count", 5, 1, 50),
     )
@@ -309,20 +342,29 @@ def _targets(targets: _Map) -> tuple[tuple[StaticTarget, ...], ConsulTargets]:
         raise targets.error("static", "must be a list of targets")
     path = targets.path
     static = tuple(_static_target(_Map(path, f"targets.static[{i}]", item)) for i, item in enumerate(static_list))
-    seen: dict[tuple[str, str], int] = {}
+    by_address: dict[str, int] = {}
+    by_name: dict[tuple[str, int], int] = {}  # a host may have one address per family
     for i, t in enumerate(static):
-        if (t.name, t.address) in seen:
-            first = seen[t.name, t.address]
-            raise ConfigError(path, f"targets.static[{i}]", f"duplicates targets.static[{first}]", t.name)
-        seen[t.name, t.address] = i
+        first = by_address.setdefault(t.address, i)
+        if first != i:
+            what = "the same target as" if static[first].name == t.name else f"{static[first].name!r}'s address in"
+            raise ConfigError(path, f"targets.static[{i}].address", f"is {what} targets.static[{first}]", t.address)
+        first = by_name.setdefault((t.name, t.family), i)
+        if first != i:
+            raise ConfigError(
+                path,
+                f"targets.static[{i}].name",
+                f"already has an IPv{t.family} address in targets.static[{first}] ({static[first].address})",
+                t.name,
+            )
     m = targets.sub("consul")
     consul = ConsulTargets(
         m.boolean("enabled", False),
         _url(m, "url", "http://127.0.0.1:8500"),
-        m.string("service", "infra-obs-probe"),
-        m.strings("regions", ()),
-        m.strings("azs", ()),
-        m.number("refresh", 15.0, 0.0, 86400, low_open=True),
+        m.label("service", "infra-obs-probe"),
+        m.labels("regions", ()),
+        m.labels("azs", ()),
+        m.number("refresh", 15.0, 0.1, 86400),
     )
     m.done()
     targets.done()
@@ -330,20 +372,20 @@ def _targets(targets: _Map) -> tuple[tuple[StaticTarget, ...], ConsulTargets]:
 
 
 def _register(m: _Map, source: Source, listen_port: int) -> Register:
-    service = m.string("service", "infra-obs-probe")
+    service = m.label("service", "infra-obs-probe")
     register = Register(
         enabled=m.boolean("enabled", False),
         url=_url(m, "url", "http://127.0.0.1:8500"),
         service=service,
-        id=m.string("id", f"{service}-{source.name}"),
+        id=m.label("id", f"{service}-{source.name}", grammar=HOST_NAME),
         address=_address(m, "address", 4, required=False),
         address6=_address(m, "address6", 6, required=False),
         port=m.integer("port", listen_port, 1, 65535),
-        tags=m.strings("tags", ("metrics", "probe")),
+        tags=m.labels("tags", ("metrics", "probe")),
         check_interval=m.string("check_interval", "10s"),
         check_url=m.string("check_url", "", allow_empty=True),
     )
-    if not GO_DURATION.match(register.check_interval):
+    if not GO_DURATION.fullmatch(register.check_interval):
         raise m.error("check_interval", 'must be a Go duration such as "10s"')
     if register.check_url:
         _url(m, "check_url", "")
@@ -356,14 +398,22 @@ def parse(data: Any, path: str) -> Config:
     if not top.has("source"):
         raise ConfigError(path, "source", "is required", show_value=False)
     src = top.sub("source")
-    source = Source(src.string("name"), src.string("region", "", True), src.string("az", "", True))
+    source = Source(src.label("name", grammar=HOST_NAME), src.label("region", "", True), src.label("az", "", True))
     src.done()
     listen_host, listen_port = _listen(top)
-    interval = top.number("interval", 1.0, 0.0, 3600, low_open=True)
+    interval = top.number("interval", 1.0, MIN_INTERVAL, 3600)
     timeout = top.number("timeout", 1.0, 0.0, 60, low_open=True)
     window = top.number("window", 300, 0.0, 86400, low_open=True)
     if window < interval:
         raise top.error("window", f"must be at least the interval ({interval:g} s)")
+    samples = window / interval
+    if samples > MAX_SAMPLES:
+        raise top.error(
+            "window",
+            f"keeps {samples:,.0f} samples per path at interval {interval:g} s (about "
+            f"{samples * BYTES_PER_SAMPLE / 2**20:,.1f} MiB per path): at most {MAX_SAMPLES:,} "
+            f"(a window of {MAX_SAMPLES * interval:g} s at this interval)",
+        )
     icmp, tcp, mtr = _probes(top)
     health = _health(top.sub("health"))
     static, consul = _targets(top.sub("targets"))

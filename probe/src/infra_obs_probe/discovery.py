@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import consul
 
-from .config import Config, Register
+from .config import HOST_NAME, NAME, Config, Register, parse_address
 from .engine import Prober
 from .series import Target
 from .status import Status
@@ -49,7 +49,7 @@ def client(url: str) -> consul.Consul:
 
 def _ip(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(value) if isinstance(value, str) and value else None
+        return parse_address(value) if value else None
     except ValueError:
         return None
 
@@ -64,6 +64,12 @@ def peers_from_catalog(nodes: list[dict], cfg: Config) -> list[Peer]:
         if service_id == cfg.register.id or host == cfg.source.name:
             continue
         region, az = meta.get("region", ""), meta.get("az", "")
+        names_ok = all(isinstance(v, str) for v in (host, region, az))
+        if not (names_ok and HOST_NAME.fullmatch(host) and all(NAME.fullmatch(v) for v in (region, az) if v)):
+            log.warning(
+                "Consul peer %.100r (%.100r) has a host, region or AZ name we do not use; skipped", host, service_id
+            )
+            continue
         if (cfg.consul.regions and region not in cfg.consul.regions) or (cfg.consul.azs and az not in cfg.consul.azs):
             continue
         v4 = v6 = ""

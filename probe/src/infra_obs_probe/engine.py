@@ -68,7 +68,7 @@ BATCH_PROBES = 8
 BATCH_MAX_NS = 50_000_000
 LINGER_RESET = struct.pack("ii", 1, 0)
 SKIP_REASONS = ("in_flight", "behind")
-UNMATCHED_REASONS = ("unknown_sequence", "wrong_address", "foreign_identifier")
+UNMATCHED_REASONS = ("late", "unknown_sequence", "wrong_address", "foreign_identifier")
 TCP_ERRNO_OUTCOME = {
     0: OK,
     errno.ECONNREFUSED: REFUSED,
@@ -113,6 +113,7 @@ class Prober:
         self.send_errors = dict.fromkeys(KINDS, 0)
         self.clock_fallbacks = 0
         self.loop_errors = 0
+        self.failure = ""  # the loop's last unexpected error, until a configuration is applied again
         self.socket_modes: dict[int, str] = {}
         self._lock = threading.Lock()
         self._update: tuple[Config, dict[str, list[Target]]] | None = None
@@ -144,8 +145,11 @@ class Prober:
         self._thread = threading.Thread(target=self._loop, name="prober", daemon=True)
         self._thread.start()
 
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def health(self) -> str:
+        """Why the prober cannot be trusted now, or "" when it can."""
+        if self._thread is None or not self._thread.is_alive():
+            return "probe loop stopped"
+        return self.failure
 
     def stop(self) -> None:
         self._stopping = True
@@ -274,7 +278,7 @@ class Prober:
                 self.unmatched["foreign_identifier"] += fam.sock.foreign
                 for entry in fam.pending.values():  # their replies can no longer arrive
                     if entry[5] is None:
-                        entry[1].ring.set(entry[4], 0.0, TIMEOUT)
+                        entry[1].timed_out(entry[4])
                 self._families[family] = fam = None
             if fam is None and family in families:
                 try:
@@ -329,9 +333,10 @@ class Prober:
                     elif fd in tcp:
                         self._tcp_event(fd)
                 self._run_due()
-                self._expire(time.monotonic_ns())
-            except Exception:
+                self._expire()
+            except Exception as e:
                 self.loop_errors += 1
+                self.failure = f"probe loop error: {type(e).__name__}: {e}"[:500]
                 log.exception("prober loop error")
 
     def _wait_seconds(self) -> float:
@@ -367,6 +372,7 @@ class Prober:
             update, self._update = self._update, None
         if update is not None:
             self._apply(*update)
+            self.failure = ""
 
     def _run_due(self) -> None:
         heap = self._heap
@@ -411,12 +417,11 @@ class Prober:
         fam = self._families.get(s.target.family)
         ring_pos = -1
         if trace is None:
-            s.sent += 1
             ring_pos = s.ring.push(time.monotonic(), 0.0, PENDING)
         if fam is None:
             self.send_errors[s.kind] += 1
             if trace is None:
-                s.ring.set(ring_pos, 0.0, TIMEOUT)
+                s.timed_out(ring_pos)
             return
         seq = fam.seq
         fam.seq = (seq + 1) & 0xFFFF
@@ -427,7 +432,7 @@ class Prober:
         pending = fam.pending
         old = pending.pop(seq, None)
         if old is not None and old[5] is None:  # sequence space wrapped before the old probe timed out
-            old[1].ring.set(old[4], 0.0, TIMEOUT)
+            old[1].timed_out(old[4])
         send_real = time.time_ns()
         send_mono = time.monotonic_ns()
         try:
@@ -435,7 +440,7 @@ class Prober:
         except OSError:
             self.send_errors[s.kind] += 1
             if trace is None:
-                s.ring.set(ring_pos, 0.0, TIMEOUT)
+                s.timed_out(ring_pos)
             return
         pending[seq] = (pid, s, send_mono, send_real, ring_pos, trace, ttl, payload)
         if trace is not None:
@@ -462,9 +467,11 @@ class Prober:
             del pending[seq]
             rtt = self._rtt(kernel_ns, send_real, now, send_mono)
             if trace is None:
-                s.received += 1
-                s.rtt.observe(rtt)
-                s.ring.set(ring_pos, rtt, OK)
+                if rtt > self.config.timeout:  # stamped after its deadline: lost, whenever we came to read it
+                    unmatched["late"] += 1
+                    s.timed_out(ring_pos)
+                else:
+                    s.answered(ring_pos, rtt)
             elif trace is s.trace:
                 trace.record(ttl, source, rtt, reached=True, unreachable=False)
                 self._trace_answered(s, trace)
@@ -497,19 +504,30 @@ class Prober:
             rtt = mono
         return rtt / 1e9
 
-    def _expire(self, now: int) -> None:
+    def _expire(self) -> None:
+        """Judge the probes whose deadline has passed. `now` is read first and the sockets are read after it, so
+        every reply the kernel stamped before the deadline has been matched, however long the loop was held up
+        (descheduled, stopped, or sending a long batch) between receiving it and getting here."""
+        now = time.monotonic_ns()
         for fam in self._families.values():
             if fam is None:
                 continue
             timeouts, pending = fam.timeouts, fam.pending
+            if timeouts and timeouts[0][0] <= now:
+                fam.sock.drain_errors(fam.on_error)
+                fam.sock.drain(fam.on_reply, fam.on_error)
             while timeouts and timeouts[0][0] <= now:
                 _, seq, pid = timeouts.popleft()
                 entry = pending.get(seq)
                 if entry is not None and entry[0] == pid:
                     del pending[seq]
                     if entry[5] is None:
-                        entry[1].ring.set(entry[4], 0.0, TIMEOUT)
+                        entry[1].timed_out(entry[4])
         timeouts = self._tcp_timeouts
+        if timeouts and timeouts[0][0] <= now:
+            for fd, _mask in self._epoll.poll(0, 512):
+                if fd in self._tcp:
+                    self._tcp_event(fd)
         while timeouts and timeouts[0][0] <= now:
             _, fd, sock = timeouts.popleft()
             entry = self._tcp.get(fd)
@@ -519,7 +537,6 @@ class Prober:
     # ---- TCP -------------------------------------------------------------------------------------------------
 
     def _start_tcp(self, s: TcpSeries) -> None:
-        s.sent += 1
         ring_pos = s.ring.push(time.monotonic(), 0.0, PENDING)
         try:
             sock = socket.socket(socket.AF_INET if s.target.family == 4 else socket.AF_INET6, socket.SOCK_STREAM)
@@ -559,7 +576,6 @@ class Prober:
         s.outcomes[outcome - 1] += 1
         if outcome == OK:
             seconds = elapsed_ns / 1e9
-            s.received += 1
             s.connect.observe(seconds)
             s.ring.set(ring_pos, seconds, OK)
         else:

@@ -45,14 +45,24 @@ def _histogram(out: list[str], name: str, labels: str, hist: Hist, les: tuple[st
 def _per_path(out: list[str], prober: Prober) -> None:
     snap = prober.snapshot
     a = out.append
-    counted = snap.icmp + snap.tcp
+    counted = [(s.labels, *s.counts()) for s in snap.icmp + snap.tcp]
 
-    _header(out, P + "sent_total", "counter", "Probes sent: ICMP echo requests, TCP connection attempts.")
-    for s in counted:
-        a(f"{P}sent_total{{{s.labels}}} {s.sent}\n")
-    _header(out, P + "received_total", "counter", "Probes answered: ICMP echo replies, TCP connections established.")
-    for s in counted:
-        a(f"{P}received_total{{{s.labels}}} {s.received}\n")
+    _header(
+        out,
+        P + "sent_total",
+        "counter",
+        "Probes (ICMP echo requests, TCP connection attempts) whose outcome is known, counted when it is known.",
+    )
+    for labels, sent, _received in counted:
+        a(f"{P}sent_total{{{labels}}} {sent}\n")
+    _header(
+        out,
+        P + "received_total",
+        "counter",
+        "Probes answered in time (ICMP echo replies, TCP connections established), counted with sent_total.",
+    )
+    for labels, _sent, received in counted:
+        a(f"{P}received_total{{{labels}}} {received}\n")
     _header(out, P + "corrupt_replies_total", "counter", "ICMP echo replies with a wrong payload (not received).")
     for s in snap.icmp:
         a(f"{P}corrupt_replies_total{{{s.labels}}} {s.corrupt}\n")

@@ -79,8 +79,8 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/metrics":
             self._send(200, exposition.render(app.prober, app.status), exposition.CONTENT_TYPE)
         elif url.path == "/-/healthy":
-            ok = app.prober.alive()
-            self._send(200 if ok else 503, b"Healthy\n" if ok else b"probe loop stopped\n", "text/plain")
+            problem = app.prober.health()
+            self._send(503 if problem else 200, f"{problem or 'Healthy'}\n".encode(), "text/plain")
         elif url.path == "/paths.json":
             try:
                 window = float(query["window"][0]) if "window" in query else None

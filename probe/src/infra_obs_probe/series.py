@@ -153,13 +153,35 @@ class Series:
 
 
 class IcmpSeries(Series):
-    __slots__ = ("corrupt", "received", "ring", "rtt", "sent")
+    """Counters move when a probe's outcome is known, received and lost together with it: the increase of
+    received_total over any window is never more than that of sent_total (= received + lost)."""
+
+    __slots__ = ("corrupt", "lost", "received", "ring", "rtt")
 
     def __init__(self, target: Target, labels: str, ring_cap: int):
         super().__init__(ICMP, target, 0, labels)
-        self.sent = self.received = self.corrupt = 0
+        self.received = self.lost = self.corrupt = 0
         self.rtt = Hist(RTT_BUCKETS)
         self.ring = Ring(ring_cap)
+
+    @property
+    def sent(self) -> int:
+        """Probes with a known outcome; one in flight is counted when it is answered or lost."""
+        return self.received + self.lost
+
+    def counts(self) -> tuple[int, int]:
+        """(sent, received) from one read of each counter, for another thread: sent never trails received."""
+        received, lost = self.received, self.lost
+        return received + lost, received
+
+    def answered(self, ring_pos: int, rtt: float) -> None:
+        self.received += 1
+        self.rtt.observe(rtt)
+        self.ring.set(ring_pos, rtt, OK)
+
+    def timed_out(self, ring_pos: int) -> None:
+        self.lost += 1
+        self.ring.set(ring_pos, 0.0, TIMEOUT)
 
     def summary(self, now: float, window: float) -> dict:
         rtts, lost, in_flight = [], 0, 0
@@ -183,14 +205,24 @@ class IcmpSeries(Series):
 
 
 class TcpSeries(Series):
-    __slots__ = ("connect", "outcomes", "received", "ring", "sent")
+    """Counted by outcome when the attempt ends: sent is their sum, received the ok ones."""
+
+    __slots__ = ("connect", "outcomes", "ring")
 
     def __init__(self, target: Target, port: int, labels: str, ring_cap: int):
         super().__init__(TCP, target, port, labels)
-        self.sent = self.received = 0
         self.outcomes = [0] * len(OUTCOMES)
         self.connect = Hist(RTT_BUCKETS)
         self.ring = Ring(ring_cap)
+
+    @property
+    def received(self) -> int:
+        return self.outcomes[0]
+
+    def counts(self) -> tuple[int, int]:
+        """(sent, received) from one copy of the outcome counters (a copy is atomic for other threads)."""
+        outcomes = self.outcomes.copy()
+        return sum(outcomes), outcomes[0]
 
     def summary(self, now: float, window: float) -> dict:
         times, outcomes, in_flight = [], dict.fromkeys(OUTCOMES, 0), 0
