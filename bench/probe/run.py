@@ -237,15 +237,17 @@ class Flavour:
     received: str
     bucket: str
     key: str  # label holding the destination address
-    only: dict[str, str]  # labels a per-path series must have
+    bucket_key: str  # label telling the histograms apart (ours are per destination AZ, theirs per host)
+    only: dict[str, str]  # labels a per-path counter must have
     totals: tuple[str, ...]  # series summed over their labels, for the notes
 
 
 OUR_SERIES = Flavour(
     "infra_obs_probe_sent_total",
     "infra_obs_probe_received_total",
-    "infra_obs_probe_rtt_seconds_bucket",
+    "infra_obs_probe_az_rtt_seconds_bucket",
     "target",
+    "dst_az",
     {"probe": "icmp"},
     ("infra_obs_probe_skipped_total", "infra_obs_probe_send_errors_total", "infra_obs_probe_unmatched_replies_total"),
 )
@@ -253,6 +255,7 @@ THEIR_SERIES = Flavour(
     "smokeping_requests_total",
     "smokeping_response_duration_seconds_count",
     "smokeping_response_duration_seconds_bucket",
+    "host",
     "host",
     {},
     ("smokeping_send_errors_total", "smokeping_receive_errors_total", "smokeping_response_duplicates_total"),
@@ -268,12 +271,13 @@ def parse(text: str, flavour: Flavour) -> Scrape:
         if name not in wanted:
             continue
         labelled = dict(LABEL.findall(labels))
+        if name == flavour.bucket:
+            scrape.buckets.setdefault(labelled[flavour.bucket_key], {})[float(labelled["le"])] = float(value)
+            continue
         if any(labelled.get(k) != v for k, v in flavour.only.items()):
             continue
         key = labelled[flavour.key]
-        if name == flavour.bucket:
-            scrape.buckets.setdefault(key, {})[float(labelled["le"])] = float(value)
-        elif name == flavour.sent:
+        if name == flavour.sent:
             scrape.sent[key] = float(value)
         else:
             scrape.received[key] = float(value)

@@ -5,7 +5,19 @@ outcomes and scrapes (the demo matrix once printed -0.005 when sent moved at sen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from infra_obs_probe.engine import Prober
-from infra_obs_probe.series import ERROR, OK, PENDING, REFUSED, TIMEOUT, IcmpSeries, Target, TcpSeries
+from infra_obs_probe.series import (
+    AZ_RTT_BUCKETS,
+    ERROR,
+    OK,
+    PENDING,
+    REFUSED,
+    TIMEOUT,
+    Hist,
+    IcmpSeries,
+    Ring,
+    Target,
+    TcpSeries,
+)
 
 STEPS = st.lists(st.tuples(st.sampled_from(["send", "answer", "lose", "scrape"]), st.integers(0, 1000)), max_size=80)
 
@@ -34,7 +46,7 @@ def play(series, steps, send, finish) -> list[tuple[int, int]]:
 @settings(derandomize=True, max_examples=300)
 @given(STEPS)
 def test_icmp_counters_give_a_ratio_over_any_window(steps):
-    series = IcmpSeries(Target("h", "127.0.0.2", 4), "", 64)
+    series = IcmpSeries(Target("h", "127.0.0.2", 4), "", Ring(64, 60.0), Hist(AZ_RTT_BUCKETS))
 
     def finish(pos, answered):
         if answered:
@@ -49,7 +61,7 @@ def test_icmp_counters_give_a_ratio_over_any_window(steps):
 @settings(derandomize=True, max_examples=300)
 @given(STEPS)
 def test_tcp_counters_give_a_ratio_over_any_window(steps):
-    series = TcpSeries(Target("h", "127.0.0.2", 4), 22, "", 64)
+    series = TcpSeries(Target("h", "127.0.0.2", 4), 22, "", Ring(64, 60.0))
 
     def finish(pos, answered):  # the engine's own bookkeeping of a finished attempt
         Prober._tcp_record(series, pos, OK if answered else (TIMEOUT, REFUSED, ERROR)[pos % 3], 1_000_000)

@@ -1,6 +1,7 @@
 """The HTTP side: /metrics passes promtool, /paths.json numbers come from raw samples, /matrix and /matrix.json
 assemble every peer's view with health per cell."""
 
+import gzip
 import re
 import signal
 import subprocess
@@ -18,8 +19,10 @@ from .probe_lab import PROMTOOL, base_config, free_port, wait_for
 FAMILIES = [
     "infra_obs_probe_sent_total",
     "infra_obs_probe_received_total",
-    "infra_obs_probe_rtt_seconds_bucket",
-    "infra_obs_probe_tcp_connect_seconds_bucket",
+    "infra_obs_probe_rtt_window_seconds",
+    "infra_obs_probe_tcp_connect_window_seconds",
+    "infra_obs_probe_az_rtt_seconds_bucket",
+    "infra_obs_probe_window_seconds",
     "infra_obs_probe_tcp_outcomes_total",
     "infra_obs_probe_mtr_hop_loss_ratio",
     "infra_obs_probe_mtr_hop_rtt_seconds",
@@ -52,11 +55,20 @@ def test_metrics_pass_promtool_and_carry_the_labels(exporter):
         'src_region="eu-central-1",src_az="eu-central-1a",dst_region="eu-central-1",dst_az="eu-central-1b",'
         'dst_host="db1"'
     )
-    assert f'infra_obs_probe_rtt_seconds_bucket{{{labels},target="127.0.0.2",probe="icmp",le="2.5e-05"}}' in text
+    assert f'infra_obs_probe_rtt_window_seconds{{{labels},target="127.0.0.2",probe="icmp",quantile="0.9"}}' in text
+    az = 'src_region="eu-central-1",src_az="eu-central-1a",dst_region="eu-central-1",dst_az="eu-central-1b"'
+    assert f'infra_obs_probe_az_rtt_seconds_bucket{{{az},le="0.0001"}}' in text
     assert f'infra_obs_probe_tcp_outcomes_total{{{labels},target="[::1]:1",probe="tcp",outcome="refused"}}' in text
     hop = 'hop="1",hop_address="::1"'
     assert f'infra_obs_probe_mtr_hop_loss_ratio{{{labels},target="::1",probe="mtr",{hop}}} 0.0' in text
     assert e.sample("infra_obs_probe_tcp_outcomes_total", target=f"127.0.0.2:{port}", outcome="ok") > 0
+    # Compressed when asked, as Prometheus asks
+    request = urllib.request.Request(e.base + "/metrics", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        unpacked = gzip.decompress(response.read()).decode()
+    assert "\ninfra_obs_probe_window_seconds 30.0\n" in unpacked
+    assert "\ninfra_obs_probe_az_rtt_seconds_bucket{" in unpacked
 
 
 def test_paths_json_numbers_come_from_the_raw_samples(exporter):

@@ -13,9 +13,9 @@ def test_injected_30ms_delay_is_measured_within_1ms(netns, exporter):
     try:
         config = base_config(free_port(), interval=0.05, timeout=0.5, tcp={"enabled": False})
         config["icmp"]["socket"] = "dgram"  # the unprivileged path, with kernel timestamps too
-        config["targets"]["static"] = [{"name": f"d{i}", "address": f"127.0.0.{i}"} for i in range(2, 6)] + [
-            {"name": "v6", "address": "::1"}
-        ]  # the kernel still answers ICMPv6: no delay
+        config["targets"]["static"] = [
+            {"name": f"d{i}", "address": f"127.0.0.{i}", "region": "r", "az": "delayed"} for i in range(2, 6)
+        ] + [{"name": "v6", "address": "::1", "region": "r", "az": "direct"}]  # the kernel answers ICMPv6: no delay
         e = exporter(config, ns)
         wait_for(
             lambda: all(e.path(f"127.0.0.{i}")["icmp"]["sent"] >= 30 for i in range(2, 6)), 30, what="30 probes each"
@@ -26,13 +26,16 @@ def test_injected_30ms_delay_is_measured_within_1ms(netns, exporter):
             assert abs(icmp["rtt_median_seconds"] - 0.030) < 0.001, icmp
             assert icmp["rtt_median_seconds"] >= 0.030  # a reply cannot beat the delay
         assert e.path("::1")["icmp"]["rtt_median_seconds"] < 0.001
+        scrape = e.metrics()
+        gauge = e.sample("infra_obs_probe_rtt_window_seconds", scrape, target="127.0.0.2", quantile="0.5")
+        assert 0.030 <= gauge < 0.031, gauge  # the exact median, as Prometheus reads it
         buckets = {
             float(s.labels["le"]): s.value
-            for fam in e.metrics()
+            for fam in scrape
             for s in fam.samples
-            if s.name == "infra_obs_probe_rtt_seconds_bucket" and s.labels["target"] == "127.0.0.2"
+            if s.name == "infra_obs_probe_az_rtt_seconds_bucket" and s.labels["dst_az"] == "delayed"
         }
-        assert buckets[0.025] == 0 and buckets[0.05] >= 30  # the histogram agrees
+        assert buckets[0.025] == 0 and buckets[float("inf")] >= 120  # the AZ's histogram: no reply beats the delay
     finally:
         responder.kill()
         responder.wait()

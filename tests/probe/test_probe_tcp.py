@@ -44,8 +44,9 @@ def test_outcomes_ok_refused_timeout_unreachable(netns, exporter):
         assert sum(seen.values()) == seen[expected], (target, seen)
     # Both from one scrape: the loop keeps probing between two.
     scrape = e.metrics()
-    connect = e.sample("infra_obs_probe_tcp_connect_seconds_count", scrape, target=f"127.0.0.1:{port}")
-    assert connect == e.sample("infra_obs_probe_tcp_outcomes_total", scrape, target=f"127.0.0.1:{port}", outcome="ok")
+    ok = e.sample("infra_obs_probe_tcp_outcomes_total", scrape, target=f"127.0.0.1:{port}", outcome="ok")
+    assert ok == e.sample("infra_obs_probe_received_total", scrape, target=f"127.0.0.1:{port}")
+    assert e.sample("infra_obs_probe_tcp_connect_window_seconds", scrape, target=f"127.0.0.1:{port}", quantile="0.5")
     tcp = {t["port"]: t for t in e.path("127.0.0.1")["tcp"]}[port]
     # A connect that succeeded took more than nothing and less than the timeout (how fast is bench/probe's business).
     assert 0 < tcp["connect_median_seconds"] < 0.3 and tcp["failure_ratio"] == 0.0

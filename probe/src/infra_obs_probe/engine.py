@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from . import icmp as icmp_mod
 from .config import Config
 from .series import (
+    AZ_RTT_BUCKETS,
     ERROR,
     ICMP,
     KINDS,
@@ -44,12 +45,13 @@ from .series import (
     Hist,
     IcmpSeries,
     MtrSeries,
+    Ring,
     Series,
     Target,
     TcpSeries,
     Trace,
-    escape,
     series_labels,
+    source_labels,
 )
 
 log = logging.getLogger("infra_obs_probe")
@@ -108,6 +110,8 @@ class Prober:
         self.snapshot = Snapshot()
         self.token = os.urandom(8)  # marks our payloads: replies to another process or an earlier run do not match
         self.lag = Hist(LAG_BUCKETS)
+        # RTTs by destination (region, AZ), kept while the exporter runs: counters never restart with a path
+        self.az_rtt: dict[tuple[str, str], Hist] = {}
         self.skipped = {(k, r): 0 for k in KINDS for r in SKIP_REASONS}
         self.unmatched = dict.fromkeys(UNMATCHED_REASONS, 0)
         self.send_errors = dict.fromkeys(KINDS, 0)
@@ -189,7 +193,7 @@ class Prober:
         self._timeout_ns = int(cfg.timeout * 1e9)
         probe_ns = int(cfg.interval * 1e9)
         self._interval_ns = {ICMP: probe_ns, TCP: probe_ns, MTR: int(cfg.mtr.interval * 1e9)}
-        self._ring_cap = math.ceil(cfg.window / cfg.interval * 1.05) + 8
+        self._ring_shape = (math.ceil(cfg.window / cfg.interval * 1.05) + 8, cfg.window)
         self._payload_tail = bytes(i & 0xFF for i in range(cfg.icmp.payload_size))[16:]
 
         wanted, counts = self._wanted(cfg, targets)
@@ -236,8 +240,8 @@ class Prober:
 
     def _wanted(self, cfg: Config, targets: dict[str, list[Target]]) -> tuple[dict[tuple, Series], dict[str, int]]:
         """Every path the configuration and targets ask for, reusing the existing series (and their counters)."""
-        source_labels = f'src_region="{escape(cfg.source.region)}",src_az="{escape(cfg.source.az)}"'
-        cap = self._ring_cap
+        source = source_labels(cfg.source.region, cfg.source.az)
+        shape = self._ring_shape
         wanted: dict[tuple, Series] = {}
         counts = {}
         for origin in ("static", "consul"):
@@ -251,19 +255,20 @@ class Prober:
                 if cfg.mtr.enabled:
                     paths.append((MTR, 0))
                 for kind, port in paths:
-                    key = (kind, series_labels(source_labels, t, port, kind))
+                    key = (kind, series_labels(source, t, port, kind))
                     if key in wanted:
                         continue
                     s = self._series.get(key)
                     if s is None:
                         if kind == ICMP:
-                            s = IcmpSeries(t, key[1], cap)
+                            az_rtt = self.az_rtt.setdefault((t.region, t.az), Hist(AZ_RTT_BUCKETS))
+                            s = IcmpSeries(t, key[1], Ring(*shape), az_rtt)
                         elif kind == TCP:
-                            s = TcpSeries(t, port, key[1], cap)
+                            s = TcpSeries(t, port, key[1], Ring(*shape))
                         else:
                             s = MtrSeries(t, key[1])
-                    elif isinstance(s, IcmpSeries | TcpSeries) and s.ring.cap != cap:
-                        s.ring = s.ring.resized(cap)
+                    elif isinstance(s, IcmpSeries | TcpSeries) and (s.ring.cap, s.ring.window) != shape:
+                        s.ring = s.ring.resized(*shape)
                     wanted[key] = s
         return wanted, counts
 
@@ -575,9 +580,7 @@ class Prober:
     def _tcp_record(s: TcpSeries, ring_pos: int, outcome: int, elapsed_ns: int) -> None:
         s.outcomes[outcome - 1] += 1
         if outcome == OK:
-            seconds = elapsed_ns / 1e9
-            s.connect.observe(seconds)
-            s.ring.set(ring_pos, seconds, OK)
+            s.ring.set(ring_pos, elapsed_ns / 1e9, OK)
         else:
             s.ring.set(ring_pos, 0.0, outcome)
 

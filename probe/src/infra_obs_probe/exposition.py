@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from . import __version__
 from .engine import Prober
-from .series import OUTCOMES, RTT_BUCKETS, Hist, escape
+from .series import AZ_RTT_BUCKETS, OUTCOMES, QUANTILES, Hist, escape, source_labels
 from .status import Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -21,7 +21,8 @@ def _le(bounds: tuple[float, ...]) -> tuple[str, ...]:
     return (*(repr(b) for b in bounds), "+Inf")
 
 
-RTT_LE = _le(RTT_BUCKETS)
+AZ_RTT_LE = _le(AZ_RTT_BUCKETS)
+QUANTILE_LABELS = tuple(f'quantile="{q!r}"' for q in QUANTILES)
 
 _process = CollectorRegistry(auto_describe=False)
 ProcessCollector(registry=_process)
@@ -35,11 +36,21 @@ def _header(out: list[str], name: str, kind: str, text: str) -> None:
 def _histogram(out: list[str], name: str, labels: str, hist: Hist, les: tuple[str, ...]) -> None:
     pre = f'{name}_bucket{{{labels}{"," if labels else ""}le="'
     cum = 0
-    for le, count in zip(les, hist.counts, strict=True):
+    for le, count in zip(les, hist.counts.copy(), strict=True):
         cum += count
         out.append(f'{pre}{le}"}} {cum}\n')
     braces = f"{{{labels}}}" if labels else ""
     out.append(f"{name}_sum{braces} {hist.sum!r}\n{name}_count{braces} {cum}\n")
+
+
+def _quantiles(out: list[str], name: str, text: str, paths) -> None:
+    """A summary of quantiles only: the window's count is received_total's business."""
+    _header(out, P + name, "summary", text)
+    for s in paths:
+        found = s.ring.quantiles()
+        if found is not None:
+            for label, value in zip(QUANTILE_LABELS, found, strict=True):
+                out.append(f"{P}{name}{{{s.labels},{label}}} {value!r}\n")
 
 
 def _per_path(out: list[str], prober: Prober) -> None:
@@ -66,12 +77,28 @@ def _per_path(out: list[str], prober: Prober) -> None:
     _header(out, P + "corrupt_replies_total", "counter", "ICMP echo replies with a wrong payload (not received).")
     for s in snap.icmp:
         a(f"{P}corrupt_replies_total{{{s.labels}}} {s.corrupt}\n")
-    _header(out, P + "rtt_seconds", "histogram", "ICMP echo round-trip time (kernel receive timestamps).")
-    for s in snap.icmp:
-        _histogram(out, P + "rtt_seconds", s.labels, s.rtt, RTT_LE)
-    _header(out, P + "tcp_connect_seconds", "histogram", "Time to establish a TCP connection (successful ones).")
-    for s in snap.tcp:
-        _histogram(out, P + "tcp_connect_seconds", s.labels, s.connect, RTT_LE)
+    _quantiles(
+        out,
+        "rtt_window_seconds",
+        "A path's ICMP round-trip time (kernel stamps) over the exporter's window, exact; not for aggregating paths.",
+        snap.icmp,
+    )
+    _quantiles(
+        out,
+        "tcp_connect_window_seconds",
+        "A path's TCP connect time (successful ones) over the exporter's window, exact; not for aggregating paths.",
+        snap.tcp,
+    )
+    _header(
+        out,
+        P + "az_rtt_seconds",
+        "histogram",
+        "ICMP round-trip time of every path into a destination AZ (kernel stamps), for aggregating.",
+    )
+    source = source_labels(prober.config.source.region, prober.config.source.az)
+    for (region, az), hist in sorted(list(prober.az_rtt.items())):
+        labels = f'{source},dst_region="{escape(region)}",dst_az="{escape(az)}"'
+        _histogram(out, P + "az_rtt_seconds", labels, hist, AZ_RTT_LE)
     _header(out, P + "tcp_outcomes_total", "counter", "TCP connection attempts by outcome.")
     for s in snap.tcp:
         for name, count in zip(OUTCOMES, s.outcomes, strict=True):
@@ -154,6 +181,7 @@ def _own(out: list[str], prober: Prober, status: Status) -> None:
         "Replies timed with the monotonic clock because the kernel's realtime stamp disagreed with it.",
         prober.clock_fallbacks,
     )
+    single("window_seconds", "gauge", "The window of the *_window_seconds quantiles.", prober.config.window)
     single("loop_errors_total", "counter", "Unexpected errors in the probe loop (see the log).", prober.loop_errors)
     labelled(
         "icmp_socket_info",

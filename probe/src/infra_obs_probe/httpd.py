@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import socket
@@ -57,9 +58,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         """No access log: Prometheus and peers poll constantly."""
 
-    def _send(self, code: int, body: bytes, content_type: str) -> None:
+    def _send(self, code: int, body: bytes, content_type: str, compressible: bool = False) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
+        if compressible and "gzip" in self.headers.get("Accept-Encoding", ""):
+            # Prometheus asks for it: /metrics at 10,000 paths shrinks about tenfold (level 1: a fraction of the
+            # render's time, most of the gain of level 9)
+            body = gzip.compress(body, compresslevel=1)
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
@@ -77,7 +83,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
         if url.path == "/metrics":
-            self._send(200, exposition.render(app.prober, app.status), exposition.CONTENT_TYPE)
+            self._send(200, exposition.render(app.prober, app.status), exposition.CONTENT_TYPE, compressible=True)
         elif url.path == "/-/healthy":
             problem = app.prober.health()
             self._send(503 if problem else 200, f"{problem or 'Healthy'}\n".encode(), "text/plain")
