@@ -31,7 +31,9 @@ ABSOLUTE_PATH = re.compile(r"/.*")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # MM2 reads these settings into Java ints and shorts: a larger number stops it at start-up.
 JAVA_INT_MAX, JAVA_SHORT_MAX = 2**31 - 1, 2**15 - 1
-SECRET_NAME = re.compile(r"password|passwd|passphrase|secret|token|credential", re.IGNORECASE)
+SECRET_NAME = re.compile(r"password|passwd|passphrase|pwd|secret|token|credential", re.IGNORECASE)
+# A secret whatever key it sits under: a JAAS option (password="..."), a private key in PEM.
+SECRET_TEXT = re.compile(r"password\s*=|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----", re.IGNORECASE)
 
 KEYS = {
     "": {"clusters", "flow"},
@@ -266,12 +268,25 @@ def _python_re_problem(pattern: str) -> str | None:
 
 
 def _redacted(value: object) -> object:
-    """value with whatever sits under a secret-looking key masked, so that no error echoes a password."""
+    """value with whatever sits under a secret-looking key, and any text that holds a secret, masked, so that no
+    error echoes a password."""
     if isinstance(value, dict):
         return {k: MASK if isinstance(k, str) and SECRET_NAME.search(k) else _redacted(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_redacted(v) for v in value]
+    if isinstance(value, str) and SECRET_TEXT.search(value):
+        return MASK
     return value
+
+
+def _shown(key: str, value: object) -> object:
+    """What an error may show of the value at key: masked under a secret-looking key (but the name of a variable
+    under a *_var key), redacted inside."""
+    name = key.rsplit(".", 1)[-1]
+    if value is not None and SECRET_NAME.search(name):
+        if not (name.endswith("_var") and isinstance(value, str) and VARIABLE.fullmatch(value)):
+            return MASK
+    return _redacted(value)
 
 
 class _Loader:
@@ -282,12 +297,12 @@ class _Loader:
         self.flows: list[tuple[str, object]] = []
 
     def fail(self, file: str, key: str, value: object, why: str) -> None:
-        self.problems.append(Problem(file, key, value, why))
+        self.problems.append(Problem(file, key, _shown(key, value), why))
 
     def mapping(self, file: str, key: str, value: object, kind: str | None) -> dict:
         """value, if a mapping; its keys must be those of KEYS[kind] (any, for kind None)."""
         if not isinstance(value, dict):
-            self.fail(file, key or "(top level)", _redacted(value), "must be a mapping")
+            self.fail(file, key or "(top level)", value, "must be a mapping")
             return {}
         for unknown in sorted(set(value) - KEYS[kind], key=str) if kind is not None else ():
             where = f"{key}.{unknown}" if key else str(unknown)
@@ -300,7 +315,7 @@ class _Loader:
                     "that variable in password_var, truststore_password_var or keystore_password_var",
                 )
             else:
-                self.fail(file, where, _redacted(value[unknown]), f"unknown key; expected one of {sorted(KEYS[kind])}")
+                self.fail(file, where, value[unknown], f"unknown key; expected one of {sorted(KEYS[kind])}")
         return value
 
     def integer(self, file: str, key: str, value: object, low: int, high: int | None = None) -> int | None:
@@ -416,10 +431,8 @@ class _Loader:
         """The name of the Ansible variable holding a password (the password itself never goes in the file)."""
         if value is None and not required:
             return None
-        if not isinstance(value, str) or not VARIABLE.fullmatch(value):
-            # Masked: this may be a password written here by mistake.
-            shown = None if value is None else MASK
-            self.fail(file, key, shown, "must name the Ansible variable that holds the password, never the password")
+        if not isinstance(value, str) or not VARIABLE.fullmatch(value):  # shown masked: it may be the password
+            self.fail(file, key, value, "must name the Ansible variable that holds the password, never the password")
             return None
         return value
 
@@ -452,7 +465,7 @@ class _Loader:
         file, spec = self.flows[0]
         for other, other_spec in self.flows[1:]:
             why = f"the flow is already defined in {file}; one MM2 runs one flow"
-            self.fail(other, "flow", _redacted(other_spec), why)
+            self.fail(other, "flow", other_spec, why)
         spec = self.mapping(file, "flow", spec, "flow")
         self.description(file, "flow", spec)
         source = self.cluster_ref(file, "flow.source", spec.get("source"))

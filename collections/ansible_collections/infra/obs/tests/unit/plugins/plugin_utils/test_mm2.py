@@ -147,6 +147,19 @@ BAD = [
     (m(f"{SASL}.password", SECRET), f"{SASL}.password", "name that variable in password_var"),
     (m("clusters.primary.sasl_secret", SECRET), "clusters.primary.sasl_secret", "secrets never go in this file"),
     (m("clusters.primary.extra", {"token": SECRET}), "clusters.primary.extra", "unknown key"),
+    # A secret under a key that does not look secret: a JAAS line, a PEM key, a key named pwd.
+    (
+        m("clusters.primary.sasl_jaas_config", f'ScramLoginModule required username="mm2" password="{SECRET}";'),
+        "clusters.primary.sasl_jaas_config",
+        "unknown key",
+    ),
+    (m("clusters.primary.pwd", SECRET), "clusters.primary.pwd", "secrets never go in this file"),
+    (
+        m("clusters.primary.description", f"-----BEGIN PRIVATE KEY-----\n{SECRET}\n-----END PRIVATE KEY-----"),
+        "clusters.primary.description",
+        "single line",
+    ),
+    (m("flow.description", {"note": f"PassWord = {SECRET}"}), "flow.description", "single line"),
     (m(f"{SASL}.truststore", "etc/mm2/truststore.p12"), f"{SASL}.truststore", "absolute path"),
     (m(f"{SASL}.keystore", "/etc/mm2/keystore.p12"), f"{SASL}.keystore_password_var", "must name the Ansible variable"),
     (m(f"{SASL}.keystore_password_var", "key_password"), f"{SASL}.keystore_password_var", "only with keystore"),
