@@ -283,9 +283,9 @@ def _shown(key: str, value: object) -> object:
     """What an error may show of the value at key: masked under a secret-looking key (but the name of a variable
     under a *_var key), redacted inside."""
     name = key.rsplit(".", 1)[-1]
-    if value is not None and SECRET_NAME.search(name):
-        if not (name.endswith("_var") and isinstance(value, str) and VARIABLE.fullmatch(value)):
-            return MASK
+    variable_name = name.endswith("_var") and isinstance(value, str) and VARIABLE.fullmatch(value)
+    if value is not None and SECRET_NAME.search(name) and not variable_name:
+        return MASK
     return _redacted(value)
 
 
