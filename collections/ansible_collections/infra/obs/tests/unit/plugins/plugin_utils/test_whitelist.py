@@ -13,7 +13,7 @@ from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import (
     compile_nginx,
     load,
 )
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 GOOD = {
@@ -327,3 +327,30 @@ def test_geo_maps_are_in_order_and_uncovered_whichever_way_compile_orders_them()
     maps = [[line.split()[0] for line in block[: block.index("}")]] for block in maps]
     v4 = [f"10.{i}.0.0/16" for i in range(1, 41)]
     assert maps == [[*v4, "2001:db8::/32"], ["10.2.0.0/16", "10.5.0.0/16"]]
+
+
+def _network_text(address: int, prefixlen: int) -> str:
+    return str(ipaddress.ip_network((address, prefixlen), strict=False))
+
+
+# Neighbours with every prefix length, where an order by first address alone, or by a sum, would go wrong.
+NETWORKS = st.one_of(
+    st.builds(_network_text, st.integers(0x0A000000, 0x0A0000FF), st.integers(24, 32)),
+    st.builds(_network_text, st.integers(2**125, 2**125 + 255).map(ipaddress.IPv6Address), st.integers(120, 128)),
+    st.builds(_network_text, st.integers(0, 2**32 - 1), st.integers(8, 32)),
+)
+
+
+@settings(derandomize=True, max_examples=200)
+@given(st.lists(NETWORKS, min_size=1, max_size=40))
+def test_validation_orders_every_network_as_networks_sort(cidrs):
+    """The overlap pass and compile rely on this order (IPv4 sorted by a float key, IPv6 as tuples)."""
+    cidrs = [c for c in cidrs if not c.startswith("::ffff:")]  # IPv4-mapped ranges are refused
+    assume(cidrs)
+    data = {
+        "groups": {"g": {"cidrs": cidrs}},
+        "backends": {"app": {"protocol": "http", "listen": 8080, "upstreams": ["10.89.60.5:8080"]}},
+        "rules": [{"backend": "app", "groups": ["g"], "allow_broad": True}],
+    }
+    whitelist = load([("a.yml", data)])
+    assert whitelist.ordered == sorted(_ours(c, True) for c in cidrs)
