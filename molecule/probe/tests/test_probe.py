@@ -26,6 +26,7 @@ PORT = 9427
 DELAYED = f"{PREFIX}node1"  # answers the Prometheus host's echo requests 12 ms late (prepare.yml)
 DELAY = 0.012
 DASHBOARD = PROJECT / "roles/probe_exporter/files/dashboards/probe_mesh.json"
+PERCENTILES = {"p50": "median", "p90": "p90", "p99": "p99"}  # recording rule suffix -> /paths.json name
 # Kept after the scenario is destroyed (.lab/ is ignored by git).
 SCREENSHOTS = PROJECT / ".lab" / "screenshots"
 
@@ -114,7 +115,8 @@ def test_known_delay_shows_as_the_median_within_a_millisecond():
 
 def test_the_delay_reads_the_same_through_prometheus_with_the_dashboards_queries(prometheus):
     """The path panels' queries (median, p90, p99) against the lab's Prometheus give the exporter's exact numbers
-    of /paths.json: the 12 ms median within 0.5 ms, p90 and p99 within 1 ms."""
+    of /paths.json: the 12 ms median within 0.5 ms, p90 and p99 within 1 ms (0.2.0's histogram read a 12.08 ms
+    median as 17.6 ms, which no amount of waiting would make agree)."""
     prom = f"{PREFIX}prom"
     wanted = {"Path median RTT", "Path p90 and p99 RTT"}
     values = {"source": prom, "destination": DELAYED}
@@ -130,14 +132,24 @@ def test_the_delay_reads_the_same_through_prometheus_with_the_dashboards_queries
                     found[expr.split(":")[2].split("{")[0]] = float(series["value"][1])
         return found if len(found) == 3 else None
 
-    seen = wait_for(through_prometheus, 120)
-    exact = icmp_paths(prom)[DELAYED]
-    print("Prometheus:", seen, "/paths.json:", exact)
-    assert seen, [prometheus_query(prometheus, e) for e in exprs]
-    assert abs(seen["p50"] - exact["rtt_median_seconds"]) <= 0.0005, (seen, exact)
+    assert wait_for(through_prometheus, 120), [prometheus_query(prometheus, e) for e in exprs]
+    tries = []
+
+    def agreeing():
+        """Prometheus answers from its last scrape (and rule evaluation), /paths.json from now: on a busy machine the
+        window's tail moves in between. A try counts when Prometheus read the same before and after /paths.json."""
+        before, exact, after = through_prometheus(), icmp_paths(prom)[DELAYED], through_prometheus()
+        if before != after:
+            return None
+        tries.append((before, exact))
+        off = {q: abs(before[q] - exact[f"rtt_{name}_seconds"]) for q, name in PERCENTILES.items()}
+        return off["p50"] <= 0.0005 and off["p90"] <= 0.001 and off["p99"] <= 0.001
+
+    agreed = wait_for(agreeing, 180, interval=1.0)
+    print(f"{len(tries)} tries; Prometheus, /paths.json:", tries[-1] if tries else None)
+    assert agreed, tries[-3:]
+    seen = tries[-1][0]
     assert abs(seen["p50"] - DELAY) <= 0.001, seen  # the ground truth, with the responder's own lateness
-    assert abs(seen["p90"] - exact["rtt_p90_seconds"]) <= 0.001, (seen, exact)
-    assert abs(seen["p99"] - exact["rtt_p99_seconds"]) <= 0.001, (seen, exact)
 
 
 def test_tcp_probe_to_a_closed_port_reports_refused(prometheus):
