@@ -198,10 +198,11 @@ class Client:
 
     def timed_scrape(self, process: Process) -> tuple[float, int]:
         """Seconds and bytes on the wire of one /metrics asked for as Prometheus asks (gzip, where offered); through
-        nsenter the process start would swamp the time, so there only the plain body is fetched and measured."""
+        nsenter (the delay runs) the plain body, its time including the nsenter process's start."""
         start = time.perf_counter()
         if self.netns is not None:
-            return time.perf_counter() - start, len(self.scrape(process))
+            body = self.scrape(process)
+            return time.perf_counter() - start, len(body)
         request = urllib.request.Request(self.base + "/metrics", headers={"Accept-Encoding": "gzip"})
         try:
             with urllib.request.urlopen(request, timeout=SCRAPE_TIMEOUT) as response:

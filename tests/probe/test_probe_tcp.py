@@ -85,7 +85,7 @@ def test_every_connection_comes_from_a_fresh_source_port(prober):
         wait_for(lambda: len(peers) >= 20, 5, what="20 connections")
         assert len(set(peers)) == len(peers), peers
         s = p.snapshot.tcp[0]
-        assert s.outcomes[0] >= 20 and s.received == s.outcomes[0]
+        assert s.outcomes[0] >= 20 and sum(s.outcomes) == s.outcomes[0], s.outcomes  # every connect ok
     finally:
         done.set()
         thread.join()

@@ -246,10 +246,6 @@ class TcpSeries(Series):
         self.outcomes = [0] * len(OUTCOMES)
         self.ring = ring
 
-    @property
-    def received(self) -> int:
-        return self.outcomes[0]
-
     def counts(self) -> tuple[int, int]:
         """(sent, received) from one copy of the outcome counters (a copy is atomic for other threads)."""
         outcomes = self.outcomes.copy()

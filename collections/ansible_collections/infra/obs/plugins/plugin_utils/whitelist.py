@@ -209,7 +209,7 @@ def _parse(cidr: str, strict: bool = True) -> Network:
             first = int.from_bytes(packed, "big")
             # inet_ntop writes what ipaddress writes, except the dotted forms of embedded IPv4 addresses.
             text = socket.inet_ntop(family, packed)
-            if first & ((1 << (bits - prefixlen)) - 1) == 0 and (version == 4 or "." not in text):
+            if first & _HOST_BITS[version][prefixlen] == 0 and (version == 4 or "." not in text):
                 return _new_network(Network, (version, first, prefixlen, f"{text}/{prefixlen}"))
     parsed = ipaddress.ip_network(cidr, strict)
     network = type(parsed)((int(parsed.network_address), parsed.prefixlen))  # printed from integers
