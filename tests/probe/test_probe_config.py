@@ -249,6 +249,25 @@ def test_hostile_text_in_a_list_of_names_or_an_address_is_refused(kind, value):
         assert refused.value.key == key and "IP address literal" in str(refused.value)
 
 
+URL_FIELDS = [["targets", "consul", "url"], ["register", "url"], ["register", "check_url"]]
+
+
+@pytest.mark.parametrize("field", URL_FIELDS, ids=".".join)
+def test_hostile_text_in_a_url_is_refused_naming_file_key_and_value(field):
+    key = ".".join(field)
+    good = "http://127.0.0.1:8500"
+    hosts = [(kind, f"http://{text}:8500") for kind, text in HOSTILE.items()]
+    hosts += [("zone id", "http://[fe80::1%lo]:8500"), ("bad IPv4", "http://999.1.1.1:8500")]
+    paths = [(kind, value) for kind, text in HOSTILE.items() for value in (f"{good}/{text}", f"{good}{text}")]
+    for kind, value in hosts + paths:
+        with pytest.raises(ConfigError) as refused:
+            parse(yaml.safe_load(edit(setitem(field, value))), "probe.yml")
+        assert (refused.value.key, refused.value.value) == (key, value), (kind, value)
+        assert str(refused.value).startswith(f"probe.yml: {key}: "), (kind, value)
+    for value in (good, "https://consul.service.eu-central-1.example:8501/", "http://[fd00::1]:8500/v1"):
+        parse(yaml.safe_load(edit(setitem(field, value))), "probe.yml")
+
+
 def test_unreadable_and_malformed_files(tmp_path):
     missing = tmp_path / "nope.yml"
     result = check(missing)

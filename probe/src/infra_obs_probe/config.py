@@ -18,6 +18,11 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
 ADDRESS_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}")  # no zone id, no host name: ip_address() accepts "fe80::1%eth0"
 DOTTED = re.compile(r"[0-9.]+")
+# scheme://host[:port][/path]: the host an RFC 1123 name or an IP literal ([v6]), the path up to 256 unreserved
+# characters.
+URL = re.compile(
+    r"https?://(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]{0,255})?"
+)
 MIN_INTERVAL = 0.01
 # Every path keeps its last `window / interval` samples (the ring: time, value, outcome) and the sorted RTTs among
 # them, about this many bytes per sample; a window must fit in a bounded number of them.
@@ -254,14 +259,22 @@ def _address(m: _Map, key: str, family: int | None = None, required: bool = True
 
 
 def _url(m: _Map, key: str, default: str) -> str:
+    """An http(s) URL of the URL grammar: urlsplit alone takes whitespace, quotes and control characters."""
     value = m.string(key, default)
+    if not URL.fullmatch(value):
+        raise m.error(key, "must be an http:// or https:// URL: a host name or IP literal, a port, a plain path")
     parts = urllib.parse.urlsplit(value)
     try:
-        parts.port  # noqa: B018 - raises on a malformed port
+        port = parts.port
     except ValueError:
-        raise m.error(key, "has an invalid port") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise m.error(key, "must be an http:// or https:// URL with a host")
+        port = 0
+    if port == 0 or not parts.hostname:
+        raise m.error(key, "has an invalid host or port")
+    if parts.hostname.replace(".", "").isdigit() or ":" in parts.hostname:
+        try:
+            parse_address(parts.hostname)
+        except ValueError as e:
+            raise m.error(key, f"host {e}") from None
     return value.rstrip("/")
 
 
