@@ -138,7 +138,8 @@ def test_registers_itself_and_deregisters_on_sigterm(consul_agent, exporter):
     check = wait_for(check_passing, 10, 0.3, "passing health check")[0]
     assert check["Type"] == "http"
     assert http_get(f"http://127.0.0.21:{port}/-/healthy") == b"Healthy\n"
-    assert e.sample("infra_obs_probe_consul_registered") == 1
+    # Consul runs the check while the exporter still waits for the answer to its register call: the gauge follows.
+    wait_for(lambda: e.sample("infra_obs_probe_consul_registered") == 1, 10, 0.1, "the registered gauge at 1")
 
     assert e.stop(signal.SIGTERM) == 0
     assert "probe-reg-node-reg" not in consul_agent.services()
