@@ -14,10 +14,12 @@ BUCKET = "infra-obs-artifacts"
 
 def pytest_collection_modifyitems(items):
     """Under `pytest -n 2 --dist loadgroup` (make test/unit) each file runs on one worker, so its module fixtures
-    start once; the Kafka tests all run on one worker, which starts one cluster for them."""
+    start once. The Kafka tests run on one worker, one lab (two clusters and MM2) at a time, except the rollback
+    file: the longest, it runs beside them on the other worker."""
     for item in items:
         path = item.path.relative_to(REPO)
-        group = "tests/kafka_mm2" if path.is_relative_to("tests/kafka_mm2") else str(path)
+        together = path.is_relative_to("tests/kafka_mm2") and path.name != "test_mm2_rollback.py"
+        group = "tests/kafka_mm2" if together else str(path)
         item.add_marker(pytest.mark.xdist_group(group))
 
 

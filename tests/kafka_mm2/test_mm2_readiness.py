@@ -98,13 +98,20 @@ def test_the_lab_flow_is_one_direction_with_its_filters_policy_and_connections()
     params = direction.params(
         ["orders.events"], ["orders-app"], readiness.arguments(["--properties", "p", "--flow", "f"])
     )
-    assert {k: params[k] for k in ("source_alias", "replication_policy", "topics", "groups", "max_lag")} == dict(
+    names = ("source_alias", "replication_policy", "topics", "groups", "max_lag")
+    names += ("emit_heartbeats_seconds", "emit_checkpoints_seconds", "max_mm2_silence")
+    assert {k: params[k] for k in names} == dict(
         source_alias="primary",
         replication_policy="identity",
         topics=["orders.events"],
         groups=["orders-app"],
         max_lag=100,
+        # The team file's checkpoint interval, MM2's default for heartbeats: MM2 is down after 15 s of silence.
+        emit_heartbeats_seconds=1,
+        emit_checkpoints_seconds=5,
+        max_mm2_silence=None,
     )
+    assert kafka_mm2.max_silence(params) == 15
     assert kafka_mm2.checkpoints_topic(params) == "primary.checkpoints.internal"
 
 
@@ -342,7 +349,12 @@ def test_a_drained_group_with_mm2_caught_up_can_roll_back(lab, exporter, image):
         "infra_obs_mm2_group_reread_records",
         "infra_obs_mm2_topic_lag_records",
         *(f"infra_obs_mm2_readiness_check_{n}" for n in ("success", "timestamp_seconds", "duration_seconds")),
+        "infra_obs_mm2_alive",
+        "infra_obs_mm2_heartbeat_age_seconds",
     }
+    # MM2 writes a heartbeat a second and counts as down after 3 s without one (the lab flow's intervals).
+    assert metrics[("infra_obs_mm2_alive", ())] == 1
+    assert 0 <= metrics[("infra_obs_mm2_heartbeat_age_seconds", ())] <= 3
 
     once = subprocess.run(
         **image_python(
@@ -389,6 +401,10 @@ def test_lag_counts_what_mm2_has_not_copied(lab, exporter):
     # max_lag 0: the group's partitions that got records are behind.
     assert group(metrics, "can_roll_back") == 0
     assert group(metrics, "rollback_blockers") >= 1
+    # No heartbeat for 3 s (three times the lab flow's emit intervals of a second): MM2 is down, one more blocker.
+    down = exporter.until("MM2 to be reported down", lambda m: m.get(("infra_obs_mm2_alive", ())) == 0)
+    assert down[("infra_obs_mm2_heartbeat_age_seconds", ())] > 3
+    assert group(down, "rollback_blockers") == group(metrics, "rollback_blockers") + 1
 
 
 def test_with_the_source_down_the_check_fails_and_the_exporter_keeps_serving(lab, exporter):

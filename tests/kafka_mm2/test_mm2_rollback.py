@@ -11,8 +11,10 @@ import concurrent.futures
 import contextlib
 import json
 import pathlib
+import signal
 import struct
 import subprocess
+import threading
 import time
 from collections import Counter
 
@@ -37,7 +39,16 @@ GROUP = "orders-app"
 LAGGARD = "orders-laggard"
 LAGGARD_READ = 2_500
 OFFSET_LAG_MAX = 10
-PARAMS = dict(source_alias="primary", replication_policy="identity", separator=".", checkpoints_topic=None)
+# The lab flow's emit intervals (a second each): MM2 counts as down after 3 s without a heartbeat.
+PARAMS = dict(
+    source_alias="primary",
+    replication_policy="identity",
+    separator=".",
+    checkpoints_topic=None,
+    emit_heartbeats_seconds=1,
+    emit_checkpoints_seconds=1,
+    max_mm2_silence=None,
+)
 
 
 def connection(node):
@@ -102,6 +113,11 @@ class Lab:
         work.mkdir()
         (work / "mm2.properties").write_text(self.properties())
         (work / "log4j2.properties").write_text(LOG4J2.format(log=self.mm2_log))
+        self.start_mm2()
+        return self
+
+    def start_mm2(self) -> None:
+        work = self.base / "mm2"
         command = [
             java(),
             "-Xmx384m",
@@ -114,9 +130,19 @@ class Lab:
             "org.apache.kafka.connect.mirror.MirrorMaker",
             str(work / "mm2.properties"),
         ]
-        with open(work / "stdout.log", "wb") as out:
+        with open(work / "stdout.log", "ab") as out:
             self.mm2 = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=work)
-        return self
+
+    def stop_mm2(self, sig=signal.SIGTERM) -> None:
+        """MM2 stopped: SIGTERM lets it commit what it copied, SIGKILL (a crash) does not."""
+        if self.mm2 is None or self.mm2.poll() is not None:
+            return
+        self.mm2.send_signal(sig)
+        try:
+            self.mm2.wait(30)
+        except subprocess.TimeoutExpired:
+            self.mm2.kill()
+            self.mm2.wait()
 
     @contextlib.contextmanager
     def clusters(self):
@@ -128,20 +154,14 @@ class Lab:
             yield source, target
 
     def stop(self) -> None:
-        if self.mm2 is not None and self.mm2.poll() is None:
-            self.mm2.terminate()
-            try:
-                self.mm2.wait(30)
-            except subprocess.TimeoutExpired:
-                self.mm2.kill()
-                self.mm2.wait()
+        self.stop_mm2()
         for node in (self.primary, self.standby):
             node.stop()
 
-    def status(self, groups=(GROUP,), max_reread=None):
+    def status(self, groups=(GROUP,), max_reread=None, topic=TOPIC):
         """kafka_replication_status's result, strict: no lag, and checkpoints accepted for their offset only."""
         params = dict(
-            PARAMS, topics=[TOPIC], groups=list(groups), max_lag=0, max_checkpoint_age=0, max_reread=max_reread
+            PARAMS, topics=[topic], groups=list(groups), max_lag=0, max_checkpoint_age=0, max_reread=max_reread
         )
         with self.clusters() as (source, target):
             return kafka_mm2.replication_status(source, target, params)
@@ -164,7 +184,7 @@ def produce(node, first, last):
     producer.close()
 
 
-def group_consumer(node, group=GROUP, timeout=120, **extra):
+def group_consumer(node, group=GROUP, timeout=120, topic=TOPIC, auto_offset_reset="earliest", **extra):
     """A member of the group, subscribed once its metadata knows the topic's partitions. kafka-python's leader
     assigns from the metadata it holds when it joins and never revisits an empty assignment: a member that joined
     before its first metadata answer (a busy machine), or before MM2 created the topic on the target, kept no
@@ -173,16 +193,16 @@ def group_consumer(node, group=GROUP, timeout=120, **extra):
         bootstrap_servers=node.bootstrap,
         group_id=group,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset=auto_offset_reset,
         **extra,
     )
     deadline = time.monotonic() + timeout
-    while not consumer.partitions_for_topic(TOPIC):
+    while not consumer.partitions_for_topic(topic):
         if time.monotonic() > deadline:
             consumer.close()
-            raise AssertionError(f"{TOPIC} has no partitions on {node.bootstrap} after {timeout} s")
+            raise AssertionError(f"{topic} has no partitions on {node.bootstrap} after {timeout} s")
         time.sleep(0.5)
-    consumer.subscribe([TOPIC])
+    consumer.subscribe([topic])
     return consumer
 
 
@@ -225,10 +245,10 @@ def lab(tmp_path_factory):
         lab.stop()
 
 
-def read_and_commit(node, group, count):
+def read_and_commit(node, group, count, topic=TOPIC):
     """A member of group reads count records, commits exactly those and leaves; returns the values it read and the
     offsets it committed."""
-    consumer = group_consumer(node, group, max_poll_records=100)
+    consumer = group_consumer(node, group, topic=topic, max_poll_records=100)
     records = []
     deadline = time.monotonic() + 60
     while len(records) < count and time.monotonic() < deadline:
@@ -493,3 +513,205 @@ def test_without_the_source_the_plan_comes_from_the_checkpoints_alone(lab, first
         alone = kafka_mm2.rollback_plan(None, target, params, GROUP)
     assert kafka_mm2.plan_offsets(alone) == kafka_mm2.plan_offsets(with_source)
     assert {row["source_committed"] for row in alone} == {None}
+
+
+# --- MM2 crashes and stops (these run last: they stop and restart MM2) ----------------------------------------------
+
+CRASH_TOPIC, CRASH_GROUP = "orders.crash", "orders-crash"
+HALVES_TOPIC, HALVES_GROUP, HALVES_PARTITIONS = "orders.halves", "orders-halves", 24
+
+
+def create_topic(node, topic, partitions):
+    admin = KafkaAdminClient(bootstrap_servers=node.bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def produce_values(node, topic, values, per_second=None, partitions=None):
+    """values to topic, keyed as produce() keys them, or round-robin over partitions when given; per_second paces
+    them."""
+    producer = KafkaProducer(bootstrap_servers=node.bootstrap, acks="all")
+    started = time.monotonic()
+    for i, value in enumerate(values):
+        partition = None if partitions is None else i % partitions
+        producer.send(topic, key=f"key-{i % KEYS}".encode(), value=value.encode(), partition=partition)
+        if per_second and i % 50 == 0 and (ahead := started + i / per_second - time.monotonic()) > 0:
+            time.sleep(ahead)
+    producer.flush()
+    producer.close()
+
+
+def topic_values(node, topic):
+    """Counter of the values of every record of topic on node."""
+    with kafka_mm2.Cluster(connection(node)) as cluster:
+        return Counter(r.value.decode() for r in cluster.read_topic(topic))
+
+
+def crashed_with_duplicates(lab):
+    """CRASH_TOPIC on the source, and MM2 killed (SIGKILL) mid-burst and restarted, until the target holds duplicates
+    (MM2 copies again what it wrote after its last offset commit); returns the status once every record is there and
+    the number of records produced."""
+    create_topic(lab.primary, CRASH_TOPIC, PARTITIONS)
+    produce_values(lab.primary, CRASH_TOPIC, [f"warm-{p}" for p in range(PARTITIONS)], partitions=PARTITIONS)
+    wait_for(
+        "MM2 to copy a new topic", lambda: lab.status((), topic=CRASH_TOPIC), lambda s: s["lag_ok"], log=lab.mm2_log
+    )
+    produced = PARTITIONS
+    for attempt in range(5):
+        burst = [f"burst-{attempt}-{i}" for i in range(6000)]
+        writer = threading.Thread(
+            target=produce_values, args=(lab.primary, CRASH_TOPIC, burst), kwargs={"per_second": 1500}
+        )
+        writer.start()
+        time.sleep(2.5)
+        lab.stop_mm2(signal.SIGKILL)
+        time.sleep(2)
+        lab.start_mm2()
+        writer.join()
+        produced += len(burst)
+        status = wait_for(
+            "MM2 to copy the burst after its crash",
+            lambda: lab.status((), topic=CRASH_TOPIC),
+            lambda s: s["lag_ok"],
+            timeout=180,
+            log=lab.mm2_log,
+        )
+        if status["duplicates_total"]:
+            return status, produced
+    pytest.fail("five MM2 crashes mid-burst left no duplicate on the target")
+
+
+def test_after_an_mm2_crash_the_gate_proves_every_record_and_knows_mm2_is_down(lab, all_replicated, playbook):
+    """The issue's reproducer: after a crash the target holds duplicates, so its end offsets run ahead; a group
+    drains the source, MM2 stops, and the group reads and commits more there. The gate counts by records: those
+    records are missing and MM2 is down, until MM2 is back and has copied them; then the rollback loses nothing."""
+    status, produced = crashed_with_duplicates(lab)
+    rows = status["partitions"]
+    assert sum(row["source_end"] for row in rows) == produced
+    # Every source record is on the target, with the duplicates on top: the target's ends are ahead by exactly them.
+    assert [row["target_end"] - row["source_end"] for row in rows] == [row["duplicates"] for row in rows]
+    source_values, target_values = topic_values(lab.primary, CRASH_TOPIC), topic_values(lab.standby, CRASH_TOPIC)
+    assert set(target_values) == set(source_values)
+    assert target_values.total() - source_values.total() == status["duplicates_total"] > 0
+
+    first = read_and_commit(lab.primary, CRASH_GROUP, produced, topic=CRASH_TOPIC)
+    wait_for(
+        "MM2 to checkpoint the group",
+        lambda: lab.status((CRASH_GROUP,), topic=CRASH_TOPIC),
+        lambda s: s["can_roll_back"],
+        log=lab.mm2_log,
+    )
+    lab.stop_mm2()
+    after = [f"after-{i}" for i in range(50 * PARTITIONS)]
+    produce_values(lab.primary, CRASH_TOPIC, after, partitions=PARTITIONS)
+    second = read_and_commit(lab.primary, CRASH_GROUP, len(after), topic=CRASH_TOPIC)
+    assert second["values"] == set(after)
+    stopped = wait_for(
+        "MM2's silence to show",
+        lambda: lab.status((CRASH_GROUP,), topic=CRASH_TOPIC),
+        lambda s: not s["mm2"]["alive"],
+        timeout=60,
+    )
+    assert [row["lag"] for row in stopped["partitions"]] == [50] * PARTITIONS
+    assert (stopped["lag_ok"], stopped["can_roll_back"], stopped["mm2"]["max_silence_seconds"]) == (False, False, 3)
+    reasons = stopped["groups"][CRASH_GROUP]["reasons"]
+    assert reasons[0].startswith("MM2 is down: heartbeats from primary on the target's heartbeats topic: none for ")
+    assert reasons[0].endswith(" s (max_mm2_silence 3 s)")
+    for partition in range(PARTITIONS):
+        assert f"{CRASH_TOPIC}-{partition}: 50 source records not on the target > max_lag 0" in reasons
+
+    args = lab.module_args(
+        topics=[CRASH_TOPIC], groups=[CRASH_GROUP], max_lag=0, emit_checkpoints_seconds=1, fail_when_unsafe=True
+    )
+    gate = playbook(playbook_task("infra.obs.kafka_replication_status", args))
+    (msg,) = gate.failures()
+    assert msg.startswith(
+        f"not safe to roll back: replication lag up to 50 records (max_lag 0) | {CRASH_GROUP}: MM2 is down"
+    )
+
+    lab.start_mm2()
+    wait_for(
+        "MM2 back, and the records after its stop on the target",
+        lambda: lab.status((CRASH_GROUP,), topic=CRASH_TOPIC),
+        lambda s: s["can_roll_back"],
+        timeout=120,
+        log=lab.mm2_log,
+    )
+    assert set(topic_values(lab.standby, CRASH_TOPIC)) == set(topic_values(lab.primary, CRASH_TOPIC))
+    with lab.clusters() as (source, target):
+        plan = kafka_mm2.rollback_plan(source, target, dict(PARAMS, topics=[CRASH_TOPIC], missing="fail"), CRASH_GROUP)
+        target.alter_offsets(CRASH_GROUP, kafka_mm2.plan_offsets(plan))
+    new = [f"new-{i}" for i in range(10 * PARTITIONS)]
+    produce_values(lab.primary, CRASH_TOPIC, new, partitions=PARTITIONS)
+    consumer = group_consumer(lab.standby, CRASH_GROUP, topic=CRASH_TOPIC)
+    try:
+        values = {r.value.decode() for r in read_all(consumer, len(new))}
+    finally:
+        consumer.close()
+    assert set(new) <= values, "records produced after the rollback are missing on the target"
+    assert values - set(new) <= first["values"] | second["values"], "read records neither new nor read before"
+
+
+def test_source_down_every_partition_gets_an_offset(lab, all_replicated):
+    """The issue's reproducer of the source-down path: 24 partitions, the group committed on half of them while MM2
+    ran and on the other half after it stopped; MM2 checkpointed some of the first half (those it has an offset sync
+    for). Without the source nothing tells a partition MM2 did not checkpoint from one the group never read, so every
+    partition of the topic on the target gets a plan: the default refuses naming the unchecked ones, missing=earliest
+    starts them at the beginning, and a consumer with either auto.offset.reset reads every record the group had not
+    read."""
+    per_partition, committed_at = 100, 50
+    create_topic(lab.primary, HALVES_TOPIC, HALVES_PARTITIONS)
+    produce_values(
+        lab.primary,
+        HALVES_TOPIC,
+        [f"{i % HALVES_PARTITIONS}-{i // HALVES_PARTITIONS}" for i in range(per_partition * HALVES_PARTITIONS)],
+        partitions=HALVES_PARTITIONS,
+    )
+    wait_for(
+        "MM2 to copy the topic", lambda: lab.status((), topic=HALVES_TOPIC), lambda s: s["lag_ok"], log=lab.mm2_log
+    )
+    first_half, second_half = range(HALVES_PARTITIONS // 2), range(HALVES_PARTITIONS // 2, HALVES_PARTITIONS)
+
+    def commit_on_source(partitions):
+        admin = KafkaAdminClient(bootstrap_servers=lab.primary.bootstrap)
+        try:
+            offsets = {TopicPartition(HALVES_TOPIC, p): OffsetAndMetadata(committed_at, "", -1) for p in partitions}
+            admin.alter_group_offsets(HALVES_GROUP, offsets)
+        finally:
+            admin.close()
+
+    def checkpointed():
+        with lab.clusters() as (_, target):
+            return kafka_mm2.newest_checkpoints(target, PARAMS, [HALVES_GROUP])[HALVES_GROUP]
+
+    commit_on_source(first_half)
+    wait_for("MM2 to checkpoint the group", checkpointed, log=lab.mm2_log)
+    time.sleep(3)  # a few more emit intervals: the more of the first half checkpointed, the closer to the issue's
+    lab.stop_mm2()
+    commit_on_source(second_half)
+    checked = {tp.partition for tp, cp in checkpointed().items() if cp["upstream_offset"] == committed_at}
+    unchecked = set(range(HALVES_PARTITIONS)) - checked
+    print(f"\n{HALVES_GROUP}: MM2 checkpointed partitions {sorted(checked)} of {HALVES_PARTITIONS}")
+    assert checked and checked <= set(first_half)
+
+    params = dict(PARAMS, topics=None, missing="fail")
+    with lab.clusters() as (_, target):
+        with pytest.raises(kafka_mm2.KafkaMM2Error) as refused:
+            kafka_mm2.rollback_plan(None, target, params, HALVES_GROUP)
+        plan = kafka_mm2.rollback_plan(None, target, dict(params, missing="earliest"), HALVES_GROUP)
+        target.alter_offsets(HALVES_GROUP, kafka_mm2.plan_offsets(plan))
+    named = {p for p in range(HALVES_PARTITIONS) if f"{HALVES_TOPIC}-{p}: no checkpoint yet" in str(refused.value)}
+    assert named == unchecked
+    assert {row["partition"]: row["origin"] for row in plan} == {p: "checkpoint" for p in checked} | {
+        p: "earliest" for p in unchecked
+    }
+    unread = {f"{p}-{i}" for p in range(HALVES_PARTITIONS) for i in range(committed_at, per_partition)}
+    for reset in ("latest", "earliest"):
+        consumer = group_consumer(lab.standby, HALVES_GROUP, topic=HALVES_TOPIC, auto_offset_reset=reset)
+        try:
+            values = {r.value.decode() for r in read_all(consumer, len(unread))}
+        finally:
+            consumer.close()
+        assert unread - values == set(), f"auto.offset.reset={reset}: records the group had not read are missing"

@@ -6,11 +6,14 @@ connections, MM2's checkpoints topic and its records, end offsets, group offsets
 Checkpoint records (Kafka 4.3 connect-mirror-client, org.apache.kafka.connect.mirror.Checkpoint), big-endian:
 key = group STRING, topic STRING, partition INT32 (no version); value = version INT16 (0), upstreamOffset INT64,
 offset INT64 (the downstream offset), metadata STRING; STRING = INT16 length + UTF-8. The key's topic is the
-target-side name (the policy's remote topic name).
+target-side name (the policy's remote topic name). Heartbeat records (org.apache.kafka.connect.mirror.Heartbeat),
+written by the flow's heartbeat connector into the target's heartbeats topic: key = sourceClusterAlias STRING,
+targetClusterAlias STRING; value = version INT16 (0), timestamp INT64 (ms).
 """
 
 from __future__ import annotations
 
+import collections
 import re
 import struct
 import time
@@ -69,6 +72,18 @@ POLICY_CLASSES = {
 MM2_TOPICS_EXCLUDE = (r".*[\-\.]internal", r".*\.replica", r"__.*")
 MM2_GROUPS_EXCLUDE = (r"console-consumer-.*", r"connect-.*", r"__.*")
 CHECKPOINT_VERSION = 0
+HEARTBEAT_VERSION = 0
+HEARTBEATS_TOPIC = "heartbeats"
+# Heartbeat records read back from each partition's end: the target's heartbeats topic takes those of every flow
+# into it, one per flow and emit interval.
+HEARTBEATS_TAIL = 200
+# MM2 counts as down after this many times the larger of its heartbeat and checkpoint emit intervals in silence.
+SILENCE_FACTOR = 3
+LIVENESS_OPTIONS = dict(
+    emit_heartbeats_seconds=dict(type="int", default=1),
+    emit_checkpoints_seconds=dict(type="int", default=60),
+    max_mm2_silence=dict(type="int"),
+)
 # Records read on the target from where its timestamps reach a source record's before giving up the search.
 MAX_SCAN = 10_000
 # A group with members is in one of these states; Empty and Dead ones have none.
@@ -227,6 +242,18 @@ class Cluster:
         record = next(self.records_from(tp, offset, end), None)
         return record if record is not None and record.offset == offset else None
 
+    def last_record(self, tp, start, end, step=50):
+        """The last record of one partition below end (None when it holds none from start): read from a little before
+        end, further back while that span holds only transaction markers."""
+        low = end
+        while low > start:
+            low = max(start, low - step)
+            records = collections.deque(self.records_from(tp, low, end), maxlen=1)
+            if records:
+                return records[0]
+            step *= 4
+        return None
+
     def first_copy(self, tp, record, max_scan=MAX_SCAN):
         """The lowest offset of tp holding a copy of record (from another cluster): same timestamp, key, value and
         headers. MM2 keeps each record's timestamp, so the search starts where the partition's timestamps reach the
@@ -260,6 +287,51 @@ def decode_checkpoint(key, value):
     upstream, downstream = struct.unpack_from(">qq", value, 2)
     metadata = _string(value, 18)[0]
     return (group, topic, partition), dict(upstream_offset=upstream, downstream_offset=downstream, metadata=metadata)
+
+
+def decode_heartbeat(key, value):
+    """(source alias, target alias, timestamp in ms) of one heartbeat record."""
+    source, at = _string(key, 0)
+    target = _string(key, at)[0]
+    version, timestamp = struct.unpack_from(">hq", value, 0)
+    if version != HEARTBEAT_VERSION:
+        raise KafkaMM2Error(f"heartbeat value version {version}: this module reads version {HEARTBEAT_VERSION}")
+    return source, target, timestamp
+
+
+def max_silence(params):
+    """Seconds without a heartbeat after which MM2 counts as down: max_mm2_silence, else SILENCE_FACTOR times the
+    larger of the flow's heartbeat and checkpoint emit intervals."""
+    if params.get("max_mm2_silence") is not None:
+        return params["max_mm2_silence"]
+    return SILENCE_FACTOR * max(params["emit_heartbeats_seconds"], params["emit_checkpoints_seconds"])
+
+
+def mm2_liveness(target, params):
+    """Whether MM2 runs the flow: dict(alive, heartbeat_age_seconds (None without any), max_silence_seconds, reason).
+    The flow's heartbeat connector writes a heartbeat from source_alias into the target's heartbeats topic every
+    emit interval, whether records flow or not (MM2 writes a checkpoint only when a translation changes, so its
+    silence says nothing). Ages are read against this host's clock."""
+    limit = max_silence(params)
+    newest = None
+    if HEARTBEATS_TOPIC in target.topics():
+        partitions = target.partitions([HEARTBEATS_TOPIC])
+        starts, ends = target.beginning_offsets(partitions), target.end_offsets(partitions)
+        for tp in partitions:
+            for record in target.records_from(tp, max(starts[tp], ends[tp] - HEARTBEATS_TAIL), ends[tp]):
+                source, _target, timestamp = decode_heartbeat(record.key, record.value)
+                if source == params["source_alias"]:
+                    newest = max(newest or timestamp, timestamp)
+    age = None if newest is None else round(max(0, time.time() * 1000 - newest) / 1000, 3)
+    alive = age is not None and age <= limit
+    silence = "never" if age is None else f"none for {age} s"
+    reason = None
+    if not alive:
+        reason = (
+            f"MM2 is down: heartbeats from {params['source_alias']} on the target's {HEARTBEATS_TOPIC} topic: "
+            f"{silence} (max_mm2_silence {limit} s)"
+        )
+    return dict(alive=alive, heartbeat_age_seconds=age, max_silence_seconds=limit, reason=reason)
 
 
 def checkpoints_topic(params):
@@ -333,23 +405,47 @@ def select_topics(source, params):
 
 
 def partition_lag(source, target, params, topics):
-    """{TopicPartition (source name): row} with source and target end offsets and lag = source end - target end
-    (MM2 copies a topic from its start, so the two logs line up offset for offset while no record was compacted away
-    or written to the target by anyone else); a partition missing on the target counts as empty there."""
+    """{TopicPartition (source name): row} with source_end, target_end, and lag by the records themselves: the
+    target's last record is found on the source (first_copy), and every source record after it counts as missing.
+    Offsets alone cannot tell: after an MM2 crash the target holds duplicates and runs ahead of the source. MM2
+    writes each partition in order, so everything before that record is on the target. duplicates counts the target
+    records beyond the source's up to it, from both logs' starts. A partition missing on the target lags by all its
+    records; one whose last record is not on the source (written to the target by another producer, or gone from the
+    source) has lag None and a problem."""
     partitions = source.partitions(topics)
-    remote = {tp: TopicPartition(remote_topic(params, tp.topic), tp.partition) for tp in partitions}
-    source_end = source.end_offsets(partitions)
-    target_end = target.end_offsets(target.partitions({tp.topic for tp in remote.values()}))
+    remote = {tp: remote_partition(params, tp) for tp in partitions}
+    source_start, source_end = source.beginning_offsets(partitions), source.end_offsets(partitions)
+    replicas = target.partitions({tp.topic for tp in remote.values()})
+    target_start, target_end = target.beginning_offsets(replicas), target.end_offsets(replicas)
     rows = {}
     for tp in partitions:
         end = target_end.get(remote[tp])
-        rows[tp] = dict(
+        row = rows[tp] = dict(
             topic=tp.topic,
             partition=tp.partition,
             target_topic=remote[tp].topic,
             source_end=source_end[tp],
             target_end=end,
-            lag=source_end[tp] - (end or 0),
+            replicated_through=None,
+            duplicates=0,
+            problem=None,
+        )
+        last = None if end is None else target.last_record(remote[tp], target_start[remote[tp]], end)
+        if last is None:
+            row["lag"] = source_end[tp] - source_start[tp]
+            continue
+        through = source.first_copy(tp, last) if last.timestamp >= 0 else None
+        if through is None:
+            row["lag"] = None
+            row["problem"] = (
+                f"{tp_name(tp)}: the target's last record (offset {last.offset}) is not on the source: written there "
+                "by another producer, or gone from the source; replication cannot be proven by its records"
+            )
+            continue
+        row.update(
+            replicated_through=through,
+            lag=source_end[tp] - through - 1,
+            duplicates=max(0, (last.offset + 1 - target_start[remote[tp]]) - (through + 1 - source_start[tp])),
         )
     return rows
 
@@ -414,13 +510,14 @@ def checkpoint_problem(tp, committed, checkpoint, max_age=None, max_reread=None)
     return None
 
 
-def group_verdict(committed, checkpoints, lag_rows, target_state, params, *, translate=None):
-    """Whether a group could roll back to the target now, and why not. Each partition the group has committed on a
-    replicated topic needs lag <= max_lag and a translation: MM2's newest checkpoint (see checkpoint_problem) or,
-    where that fails and translate is given, translate(tp, committed) (translate_by_records), which must re-read at
-    most max_reread records."""
+def group_verdict(committed, checkpoints, lag_rows, target_state, params, *, translate=None, liveness=None):
+    """Whether a group could roll back to the target now, and why not. MM2 must be alive (liveness, from
+    mm2_liveness, when given), and each partition the group has committed on a replicated topic needs a lag by records
+    of at most max_lag and a translation: MM2's newest checkpoint (see checkpoint_problem) or, where that fails and
+    translate is given, translate(tp, committed) (translate_by_records), which must re-read at most max_reread
+    records."""
     max_lag, max_reread = params["max_lag"], params.get("max_reread")
-    reasons = []
+    reasons = [liveness["reason"]] if liveness and not liveness["alive"] else []
     partitions = []
     in_scope = {tp: offset for tp, offset in committed.items() if tp in lag_rows}
     for tp, offset in sorted(in_scope.items()):
@@ -428,8 +525,10 @@ def group_verdict(committed, checkpoints, lag_rows, target_state, params, *, tra
         lag = lag_rows[tp]["lag"]
         row = dict(topic=tp.topic, partition=tp.partition, committed=offset, lag=lag, checkpoint=checkpoint)
         partitions.append(row)
-        if lag > max_lag:
-            reasons.append(f"{tp_name(tp)}: replication lag {lag} > max_lag {max_lag}")
+        if lag is None:
+            reasons.append(lag_rows[tp]["problem"])
+        elif lag > max_lag:
+            reasons.append(f"{tp_name(tp)}: {lag} source records not on the target > max_lag {max_lag}")
         problem = checkpoint_problem(tp, offset, checkpoint, params["max_checkpoint_age"], max_reread)
         if problem and translate is not None:
             row["by_records"] = translate(tp, offset)
@@ -454,6 +553,7 @@ def replication_status(source, target, params):
     """The result of kafka_replication_status (see its RETURN)."""
     topics = select_topics(source, params)
     lag_rows = partition_lag(source, target, params, topics)
+    liveness = mm2_liveness(target, params)
     groups = params["groups"]
     checkpoints = newest_checkpoints(target, params, groups) if groups else {}
     verdicts = {}
@@ -465,11 +565,19 @@ def replication_status(source, target, params):
             target.group_state(group),
             params,
             translate=lambda tp, offset: translate_by_records(source, target, tp, remote_partition(params, tp), offset),
+            liveness=liveness,
         )
-        verdict["active_on_source"] = is_active(*source.group_state(group))
+        state, members = source.group_state(group)
+        verdict["active_on_source"] = is_active(state, members)
+        if verdict["active_on_source"] and params.get("require_stopped_on_source"):
+            verdict["reasons"].append(
+                f"{members} active member(s) on the source (state {state}): stop its consumers there first"
+            )
+            verdict["can_roll_back"] = False
         verdicts[group] = verdict
-    lags = [row["lag"] for row in lag_rows.values()]
-    lag_ok = all(lag <= params["max_lag"] for lag in lags)
+    lags = [row["lag"] for row in lag_rows.values() if row["lag"] is not None]
+    unproven = [row["problem"] for row in lag_rows.values() if row["lag"] is None]
+    lag_ok = not unproven and all(lag <= params["max_lag"] for lag in lags)
     unsafe = sorted(group for group, verdict in verdicts.items() if not verdict["can_roll_back"])
     return dict(
         topics=topics,
@@ -477,10 +585,13 @@ def replication_status(source, target, params):
         lag_total=sum(lags),
         lag_max=max(lags, default=0),
         lag_ok=lag_ok,
+        unproven_partitions=unproven,
+        duplicates_total=sum(row["duplicates"] for row in lag_rows.values()),
+        mm2=liveness,
         checkpoints_topic=checkpoints_topic(params),
         groups=verdicts,
         unsafe_groups=unsafe,
-        can_roll_back=lag_ok and not unsafe,
+        can_roll_back=lag_ok and liveness["alive"] and not unsafe,
     )
 
 
@@ -488,17 +599,27 @@ def rollback_plan(source, target, params, group):
     """Per partition of group: where it stands on the source and the target and the offset to commit on the target.
     The newest checkpoint's downstream offset where checkpoint_problem finds none (with params['max_reread']); else,
     with the source, the translation by records (translate_by_records); else params['missing'] for partitions with
-    no checkpoint. Raises KafkaMM2Error when the plan would lose records or cannot be made."""
+    no checkpoint. With the source, the partitions are those the group committed there or MM2 checkpointed; without
+    it, every partition of the topics (params['topics'], else those of the group's checkpoints) as the target has
+    them, since a partition MM2 did not checkpoint cannot be told from one the group never read. Raises
+    KafkaMM2Error when the plan would lose records or cannot be made."""
     checkpoints = newest_checkpoints(target, params, [group])[group]
     source_committed = source.committed(group) if source is not None else {}
     wanted = set(params["topics"] or ())
-    partitions = sorted(tp for tp in set(checkpoints) | set(source_committed) if not wanted or tp.topic in wanted)
+    partitions = {tp for tp in set(checkpoints) | set(source_committed) if not wanted or tp.topic in wanted}
+    topics = {tp.topic for tp in partitions} | wanted
+    absent = sorted(
+        remote_topic(params, topic) for topic in topics if remote_topic(params, topic) not in target.topics()
+    )
+    if absent:
+        raise KafkaMM2Error(f"topics not found on the target: {', '.join(absent)}")
+    if source is None:
+        upstream = {remote_topic(params, topic): topic for topic in topics}
+        partitions |= {TopicPartition(upstream[r.topic], r.partition) for r in target.partitions(upstream)}
+    partitions = sorted(partitions)
     if not partitions:
         raise KafkaMM2Error(f"group {group} has no checkpoint in {checkpoints_topic(params)} and no committed offsets")
     remote = {tp: remote_partition(params, tp) for tp in partitions}
-    absent = sorted({r.topic for r in remote.values()} - target.topics())
-    if absent:
-        raise KafkaMM2Error(f"topics not found on the target: {', '.join(absent)}")
     target_end = target.end_offsets(remote.values())
     target_start = target.beginning_offsets(remote.values())
     target_committed = target.committed(group)

@@ -25,8 +25,10 @@ description:
   - "A partition the group has committed on the source that neither a checkpoint nor its records translate is
     refused, unless it has no checkpoint and O(missing) says where to start it: V(earliest) (re-read the target's
     log) or V(latest) (skip what it holds)."
-  - "Without O(source) (the source is down: an unplanned rollback) the plan has the checkpointed partitions only,
-    and neither the source commits nor the source membership are checked."
+  - "Without O(source) (the source is down: an unplanned rollback) the plan covers every partition of the topics
+    (O(topics), else those the group has checkpoints for) as the target has them: a partition MM2 did not
+    checkpoint cannot be told from one the group never read, so those need O(missing) (refused, named, by default).
+    Neither the source commits nor the source membership are checked."
   - Idempotent, nothing changes when the group's target offsets already are the plan's.
   - Run it where kafka-python is installed (the controller or a utility host), not on the brokers.
 version_added: 0.1.0
@@ -44,13 +46,15 @@ options:
   source:
     description:
       - Connection to the source cluster, where the group's commits and members are read.
-      - Without it (the source is down) the plan has the checkpointed partitions only.
+      - Without it (the source is down) the partitions without a checkpoint need O(missing).
   topics:
-    description: Only these source topics of the group (default all it has checkpoints or commits for).
+    description: Only these source topics of the group (default all it has checkpoints or commits for). Without
+      O(source), every partition of these topics is planned.
     type: list
     elements: str
   missing:
-    description: Where to start partitions the group committed on the source that have no checkpoint.
+    description: Where to start partitions without a checkpoint that the records cannot translate (the group
+      committed them on the source; without O(source), every partition of its topics MM2 did not checkpoint).
     type: str
     default: fail
     choices: [fail, earliest, latest]

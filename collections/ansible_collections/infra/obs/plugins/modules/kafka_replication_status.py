@@ -11,12 +11,16 @@ description:
   - Reads, with kafka-python, the end offsets of the replicated topics on the source and the target cluster of a
     MirrorMaker 2 flow, the groups' committed offsets on the source, the newest checkpoint per group and partition
     from MM2's checkpoints topic on the target, and whether each group has members on either cluster.
-  - Lag per partition is the source end offset minus the target end offset of its replica (the same topic name with
-    the identity policy, C(<source_alias><separator><topic>) with the prefixed one). MM2 copies each topic from its
-    start, so both logs line up offset for offset unless records were compacted away or written to the target by
-    someone else.
-  - "A group can roll back (C(can_roll_back) in RV(groups)) when, for every partition of a selected topic it has
-    committed on the source: the lag is at most O(max_lag), and the newest checkpoint is not ahead of the committed
+  - "Lag per partition is counted by the records themselves, not by offsets: the last record of its replica on the
+    target (the same topic name with the identity policy, C(<source_alias><separator><topic>) with the prefixed
+    one) is found on the source by timestamp, key, value and headers, and every source record after it counts as
+    not replicated. MM2 writes each partition in order, so the records before it are on the target. After an MM2
+    crash the target holds duplicates and its end offset runs ahead of the source's; they are counted
+    (C(duplicates)), never taken for progress."
+  - "MM2's liveness is its heartbeats (see O(max_mm2_silence)): while MM2 is down nothing can roll back."
+  - "A group can roll back (C(can_roll_back) in RV(groups)) when MM2 is alive and, for every partition of a selected
+    topic it has committed on the source: the lag is at most O(max_lag), and the newest checkpoint is not ahead of
+    the committed
     offset and either translates exactly that offset or is at most O(max_checkpoint_age) seconds old; and it has no
     active member on the target (where M(infra.obs.kafka_group_rollback) would refuse). MM2 writes a checkpoint
     only when a translation changes, so an idle group keeps an old checkpoint that still matches its commit. With
@@ -65,8 +69,41 @@ options:
         is written (every C(offset.flush.interval.ms)), is closer, unless the source was written to meanwhile (MM2
         keeps fewer offset syncs the further back they are). Unset, not checked.
     type: int
+  require_stopped_on_source:
+    description: A group with active members on the source cannot roll back (a reason); the gate of a planned
+      rollback, where the team stops the consumers first.
+    type: bool
+    default: false
+  emit_heartbeats_seconds:
+    description: The flow's C(emit.heartbeats.interval.seconds) (C(flow.intervals.emit_heartbeats_seconds) of
+      M(infra.obs.mm2_config)); MM2's default.
+    type: int
+    default: 1
+  emit_checkpoints_seconds:
+    description: The flow's C(emit.checkpoints.interval.seconds) (C(flow.intervals.emit_checkpoints_seconds));
+      MM2's default.
+    type: int
+    default: 60
+  max_mm2_silence:
+    description:
+      - Seconds without a heartbeat of the flow (from O(source_alias), in the target's C(heartbeats) topic) after
+        which MM2 counts as down, a reason in every group's verdict and C(can_roll_back) false. MM2's heartbeat
+        connector writes one every O(emit_heartbeats_seconds) whether records flow or not.
+      - Default three times the larger of O(emit_heartbeats_seconds) and O(emit_checkpoints_seconds). Ages are
+        read against the clock of the host running the module.
+    type: int
+  wait:
+    description: Seconds to keep judging, every O(wait_interval) seconds, until everything can roll back; the
+      result is the last judgement.
+    type: int
+    default: 0
+  wait_interval:
+    description: Seconds between judgements while O(wait) lasts.
+    type: int
+    default: 5
   fail_when_unsafe:
-    description: Fail, naming each group that cannot roll back and why (and the lag, when it exceeds O(max_lag)).
+    description: Fail, naming each group that cannot roll back and why (and the lag, when it exceeds O(max_lag)),
+      once O(wait) is over.
     type: bool
     default: false
 attributes:
@@ -106,10 +143,26 @@ topics:
   elements: str
 partitions:
   description: Per source partition, C(topic), C(partition), C(target_topic), C(source_end), C(target_end) (null
-    while the replica does not exist) and C(lag).
+    while the replica does not exist), C(replicated_through) (the source offset of the target's last record, null
+    when the target holds none or it is not on the source), C(lag) (source records after it; null when it is not on
+    the source, C(problem) saying so) and C(duplicates) (target records beyond the source's, up to it).
   returned: success
   type: list
   elements: dict
+unproven_partitions:
+  description: Problems of partitions whose replication cannot be proven by their records (C(lag) null).
+  returned: success
+  type: list
+  elements: str
+duplicates_total:
+  description: Sum of the duplicates on the target (MM2 writes some again after a crash).
+  returned: success
+  type: int
+mm2:
+  description: MM2's liveness, C(alive), C(heartbeat_age_seconds) (null without any heartbeat of the flow),
+    C(max_silence_seconds) and C(reason) (null while alive).
+  returned: success
+  type: dict
 lag_total:
   description: Sum of the lags.
   returned: success
@@ -119,7 +172,7 @@ lag_max:
   returned: success
   type: int
 lag_ok:
-  description: Whether every partition's lag is at most O(max_lag).
+  description: Whether every partition's lag is known and at most O(max_lag).
   returned: success
   type: bool
 checkpoints_topic:
@@ -141,17 +194,20 @@ unsafe_groups:
   type: list
   elements: str
 can_roll_back:
-  description: Whether the lag is within O(max_lag) everywhere and every group can roll back.
+  description: Whether MM2 is alive, the lag is within O(max_lag) everywhere and every group can roll back.
   returned: success
   type: bool
 """
 
 # Ansible modules import below their documentation.
+import time  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.infra.obs.plugins.module_utils.kafka_mm2 import (  # noqa: E402
     CONNECTION_OPTIONS,
     CONNECTION_REQUIRED_IF,
     FLOW_OPTIONS,
+    LIVENESS_OPTIONS,
     Cluster,
     KafkaMM2Error,
     replication_status,
@@ -172,6 +228,10 @@ def main():
             max_lag=dict(type="int", default=100),
             max_checkpoint_age=dict(type="int", default=300),
             max_reread=dict(type="int"),
+            require_stopped_on_source=dict(type="bool", default=False),
+            **LIVENESS_OPTIONS,
+            wait=dict(type="int", default=0),
+            wait_interval=dict(type="int", default=5),
             fail_when_unsafe=dict(type="bool", default=False),
         ),
         mutually_exclusive=[("topics", "topics_regex")],
@@ -181,17 +241,25 @@ def main():
     require_kafka(module)
     params = module.params
     try:
+        deadline = time.monotonic() + params["wait"]
         with Cluster(params["source"]) as source, Cluster(params["target"]) as target:
             result = replication_status(source, target, params)
+            while not result["can_roll_back"] and time.monotonic() + params["wait_interval"] <= deadline:
+                time.sleep(params["wait_interval"])
+                result = replication_status(source, target, params)
     except KafkaMM2Error as error:
         module.fail_json(msg=str(error))
     except Exception as error:  # kafka-python's errors: an unreachable cluster, refused credentials, ...
         module.fail_json(msg=f"{type(error).__name__}: {error}")
     if params["fail_when_unsafe"] and not result["can_roll_back"]:
         problems = [f"{group}: {'; '.join(result['groups'][group]['reasons'])}" for group in result["unsafe_groups"]]
-        if not result["lag_ok"]:
+        if result["lag_max"] > params["max_lag"]:
             problems.insert(0, f"replication lag up to {result['lag_max']} records (max_lag {params['max_lag']})")
-        module.fail_json(msg="not safe to roll back: " + " | ".join(problems), **result)
+        problems[:0] = result["unproven_partitions"]
+        if not result["mm2"]["alive"] and not result["unsafe_groups"]:
+            problems.insert(0, result["mm2"]["reason"])
+        waited = f" after {params['wait']} s" if params["wait"] else ""
+        module.fail_json(msg=f"not safe to roll back{waited}: " + " | ".join(problems), **result)
     module.exit_json(changed=False, **result)
 
 

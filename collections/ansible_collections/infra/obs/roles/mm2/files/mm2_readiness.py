@@ -20,6 +20,7 @@ Series (labels flow, source, target, and group or topic):
   infra_obs_mm2_group_checkpoint_age_seconds (oldest of the group's newest checkpoints per partition; none without
   one), infra_obs_mm2_group_reread_records (records a rollback now would re-read; identity policy, every partition
   translated by its checkpoint or by its records), infra_obs_mm2_topic_lag_records,
+  infra_obs_mm2_alive (a heartbeat of the direction within its max silence), infra_obs_mm2_heartbeat_age_seconds,
   infra_obs_mm2_readiness_check_success,
   infra_obs_mm2_readiness_check_timestamp_seconds (last successful check),
   infra_obs_mm2_readiness_check_duration_seconds.
@@ -135,6 +136,17 @@ def parse_properties(text):
     return found
 
 
+def _seconds(name, value):
+    """A positive whole number of seconds, the value of property name."""
+    try:
+        seconds = int(value.strip())
+    except ValueError:
+        raise PropertiesError(f"{name} {value!r}: expected a whole number of seconds") from None
+    if seconds < 1:
+        raise PropertiesError(f"{name} {seconds}: expected at least 1 second")
+    return seconds
+
+
 def _list(value):
     """A Kafka LIST value: comma-separated, entries trimmed, empty ones dropped."""
     return [item.strip() for item in (value or "").split(",") if item.strip()]
@@ -195,6 +207,15 @@ class Direction:
         self.separator = setting("replication.policy.separator", ".")
         internal_separator = setting("replication.policy.internal.topic.separator.enabled", "true").lower() != "false"
         self.checkpoints_topic = None if internal_separator else f"{source}.checkpoints.internal"
+        # MM2's liveness is judged against the flow's own emit intervals (MM2's defaults: 1 s and 60 s).
+        heartbeats, checkpoints = "emit.heartbeats.interval.seconds", "emit.checkpoints.interval.seconds"
+        self.emit_heartbeats_seconds = _seconds(heartbeats, setting(heartbeats, "1"))
+        self.emit_checkpoints_seconds = _seconds(checkpoints, setting(checkpoints, "60"))
+        if setting("emit.heartbeats.enabled", "true").strip().lower() == "false":
+            self.warnings.append(
+                f"{source}->{target}: emit.heartbeats.enabled is false: MM2 writes no heartbeats, so every check "
+                "reports it down"
+            )
 
     def _connection(self, properties, alias, ssl_cafile):
         """kafka_mm2's connection options (module parameters) of cluster alias."""
@@ -274,6 +295,9 @@ class Direction:
             max_lag=options.max_lag,
             max_checkpoint_age=options.max_checkpoint_age,
             max_reread=options.max_reread,
+            emit_heartbeats_seconds=self.emit_heartbeats_seconds,
+            emit_checkpoints_seconds=self.emit_checkpoints_seconds,
+            max_mm2_silence=options.max_mm2_silence,
         )
 
 
@@ -363,8 +387,16 @@ def summary(direction, status):
         )
     topic_lag = {}
     for row in status["partitions"]:
-        topic_lag[row["topic"]] = topic_lag.get(row["topic"], 0) + row["lag"]
-    return dict(topics=status["topics"], groups=groups, ignored_groups=ignored, topic_lag=topic_lag, status=status)
+        if row["lag"] is not None:  # replication not provable by its records: status["unproven_partitions"] says why
+            topic_lag[row["topic"]] = topic_lag.get(row["topic"], 0) + row["lag"]
+    return dict(
+        topics=status["topics"],
+        groups=groups,
+        ignored_groups=ignored,
+        topic_lag=topic_lag,
+        mm2=status["mm2"],
+        status=status,
+    )
 
 
 def mask(text, secrets):
@@ -414,6 +446,10 @@ class ReadinessCollector:
         success = gauge("readiness_check_success", "1 if the last rollback readiness check completed, else 0.")
         stamp = gauge("readiness_check_timestamp_seconds", "Unix time of the last successful readiness check.")
         duration = gauge("readiness_check_duration_seconds", "Duration of the last readiness check.")
+        alive = gauge("alive", "1 if MM2 wrote a heartbeat of the direction within its max silence, else 0.")
+        heartbeat_age = gauge(
+            "heartbeat_age_seconds", "Age of the direction's newest heartbeat on the target (none without one)."
+        )
         for (source, target), result in sorted(checks.items()):
             labels = [self.flow, source, target]
             success.add_metric(labels, 1 if result["success"] else 0)
@@ -422,6 +458,9 @@ class ReadinessCollector:
                 stamp.add_metric(labels, last_success[(source, target)])
             if not result["success"]:
                 continue
+            alive.add_metric(labels, 1 if result["mm2"]["alive"] else 0)
+            if result["mm2"]["heartbeat_age_seconds"] is not None:
+                heartbeat_age.add_metric(labels, result["mm2"]["heartbeat_age_seconds"])
             for group, verdict in result["groups"].items():
                 group_labels = [*labels, group]
                 can.add_metric(group_labels, 1 if verdict["can_roll_back"] else 0)
@@ -432,7 +471,7 @@ class ReadinessCollector:
                     reread.add_metric(group_labels, verdict["reread_records"])
             for topic, records in result["topic_lag"].items():
                 lag.add_metric([*labels, topic], records)
-        return [can, blockers, age, reread, lag, success, stamp, duration]
+        return [can, blockers, age, reread, lag, success, stamp, duration, alive, heartbeat_age]
 
 
 def listen_address(text):
@@ -453,6 +492,11 @@ def arguments(argv=None):
         "--max-checkpoint-age", type=int, default=300, help="seconds a checkpoint behind the commit may be old (300)"
     )
     parser.add_argument("--max-reread", type=int, help="most records per partition a rollback may re-read (unset)")
+    parser.add_argument(
+        "--max-mm2-silence",
+        type=int,
+        help="seconds without a heartbeat before MM2 counts as down (3x the larger emit interval of mm2.properties)",
+    )
     parser.add_argument("--ssl-cafile", help="PEM CA bundle for SSL clusters (kafka-python cannot read JKS/PKCS12)")
     parser.add_argument("--check", action="store_true", help="one check, printed as JSON; exit 0 if all can roll back")
     return parser.parse_args(argv)

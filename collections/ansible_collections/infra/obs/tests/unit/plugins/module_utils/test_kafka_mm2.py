@@ -34,12 +34,39 @@ def test_checkpoint_decodes_from_its_wire_layout():
         kafka_mm2.decode_checkpoint(key, struct.pack(">hqqh", 1, 1, 1, 0))
 
 
-def verdict(committed=100, lag=0, checkpoint=(100, 98, 500.0), target=("Empty", 0)):
+def verdict(committed=100, lag=0, checkpoint=(100, 98, 500.0), target=("Empty", 0), *, problem=None, liveness=None):
     upstream, downstream, age = checkpoint or (None, None, None)
     checkpoints = (
         {TP: dict(upstream_offset=upstream, downstream_offset=downstream, age_seconds=age)} if checkpoint else {}
     )
-    return kafka_mm2.group_verdict({TP: committed}, checkpoints, {TP: dict(lag=lag)}, target, RULES)
+    rows = {TP: dict(lag=lag, problem=problem)}
+    return kafka_mm2.group_verdict({TP: committed}, checkpoints, rows, target, RULES, liveness=liveness)
+
+
+def test_heartbeat_decodes_from_its_wire_layout():
+    key = struct.pack(">h", 7) + b"primary" + struct.pack(">h", 7) + b"standby"
+    assert kafka_mm2.decode_heartbeat(key, struct.pack(">hq", 0, 1796323880224)) == (
+        "primary",
+        "standby",
+        1796323880224,
+    )
+    with pytest.raises(kafka_mm2.KafkaMM2Error, match="heartbeat value version 2"):
+        kafka_mm2.decode_heartbeat(key, struct.pack(">hq", 2, 1))
+
+
+def test_mm2_is_down_after_three_times_the_larger_emit_interval_unless_told():
+    intervals = dict(emit_heartbeats_seconds=1, emit_checkpoints_seconds=60)
+    assert kafka_mm2.max_silence(intervals) == 180
+    assert kafka_mm2.max_silence(dict(intervals, emit_heartbeats_seconds=90)) == 270
+    assert kafka_mm2.max_silence(dict(intervals, max_mm2_silence=20)) == 20
+
+
+def test_mm2_down_and_an_unproven_partition_are_reasons():
+    down = dict(alive=False, reason="MM2 is down: ...")
+    assert verdict(liveness=down)["reasons"] == ["MM2 is down: ..."]
+    assert verdict(liveness=dict(alive=True, reason=None))["can_roll_back"] is True
+    unproven = verdict(lag=None, problem="orders.events-0: the target's last record (offset 7) is not on the source")
+    assert unproven["reasons"] == ["orders.events-0: the target's last record (offset 7) is not on the source"]
 
 
 def test_a_checkpoint_of_the_very_commit_can_roll_back_however_old():
@@ -58,7 +85,7 @@ def test_a_checkpoint_behind_the_commit_only_while_recent():
 @pytest.mark.parametrize(
     ("case", "reason"),
     [
-        (dict(lag=11), "orders.events-0: replication lag 11 > max_lag 10"),
+        (dict(lag=11), "orders.events-0: 11 source records not on the target > max_lag 10"),
         (dict(checkpoint=None), "orders.events-0: no checkpoint yet (MM2 has not translated this group's offset)"),
         (dict(committed=50), "orders.events-0: checkpoint upstream offset 100 is ahead of the committed offset 50"),
         (dict(target=("Stable", 2)), "2 active member(s) on the target (state Stable)"),
