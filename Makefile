@@ -55,7 +55,7 @@ lint: venv
 	cd "$$(. scripts/lib.sh && scripts/install-collection.sh "$$INFRA_OBS_COLLECTION-sanity")/ansible_collections/infra/obs" && \
 		ansible-test sanity --python 3.11 --venv --requirements
 
-# Both cores; tests/conftest.py keeps each file, and all the Kafka tests, on one worker.
+# Both cores; tests/conftest.py keeps each file, and the Kafka tests but the rollback file, on one worker.
 PYTEST := pytest -q -n 2 --dist loadgroup
 
 unit: store-up

@@ -12,6 +12,7 @@ import os
 import pathlib
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -405,6 +406,43 @@ def test_lag_counts_what_mm2_has_not_copied(lab, exporter):
     down = exporter.until("MM2 to be reported down", lambda m: m.get(("infra_obs_mm2_alive", ())) == 0)
     assert down[("infra_obs_mm2_heartbeat_age_seconds", ())] > 3
     assert group(down, "rollback_blockers") == group(metrics, "rollback_blockers") + 1
+
+
+def test_checkpoints_are_read_on_from_where_the_last_read_ended(lab):
+    """MM2 is stopped here (the test before): a CheckpointLog reads the whole topic once, nothing on a second read,
+    and then only a record appended since, whose checkpoint becomes the newest of its key; what it holds is what a
+    whole read finds."""
+    params = dict(source_alias="primary", replication_policy="identity", separator=".", checkpoints_topic=None)
+    topic = kafka_mm2.checkpoints_topic(params)
+    log = kafka_mm2.CheckpointLog()
+
+    def without_ages(found):  # the ages differ by the time between two reads
+        return {tp: {k: v for k, v in cp.items() if k != "age_seconds"} for tp, cp in found[GROUP].items()}
+
+    with lab.clusters() as (_, target):
+        first = kafka_mm2.newest_checkpoints(target, params, [GROUP], log)
+        whole = log.records_read
+        span = sum(target.end_offsets(target.partitions([topic])).values())
+        assert 0 < whole == span, "every record read once"
+        assert without_ages(kafka_mm2.newest_checkpoints(target, params, [GROUP], log)) == without_ages(first)
+        assert log.records_read == whole
+        tp = next(iter(first[GROUP]))
+        key = b"".join(struct.pack(">h", len(s)) + s.encode() for s in (GROUP, tp.topic)) + struct.pack(
+            ">i", tp.partition
+        )
+        producer = kafka.KafkaProducer(bootstrap_servers=lab.standby.bootstrap, acks="all")
+        try:
+            producer.send(topic, key=key, value=struct.pack(">hqqh", 0, 7, 5, 0)).get(timeout=30)
+        finally:
+            producer.close()
+        tailed = kafka_mm2.newest_checkpoints(target, params, [GROUP], log)
+        assert log.records_read == whole + 1
+        assert {k: tailed[GROUP][tp][k] for k in ("upstream_offset", "downstream_offset")} == {
+            "upstream_offset": 7,
+            "downstream_offset": 5,
+        }
+        fresh = kafka_mm2.newest_checkpoints(target, params, [GROUP])
+    assert without_ages(tailed) == without_ages(fresh)
 
 
 def test_with_the_source_down_the_check_fails_and_the_exporter_keeps_serving(lab, exporter):

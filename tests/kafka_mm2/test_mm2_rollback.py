@@ -515,6 +515,49 @@ def test_without_the_source_the_plan_comes_from_the_checkpoints_alone(lab, first
     assert {row["source_committed"] for row in alone} == {None}
 
 
+def test_the_issues_mid_log_case_completes_on_the_planned_path(lab, all_replicated):
+    """The issue's mid-log reproducer: 24 partitions, a group stopped at 12,345 of 20,000 records while the source
+    was written on (MM2 then has no checkpoint for many partitions, or one far back). The gate passes once MM2 has
+    copied everything, every partition gets a plan (checkpoint or records) whose stated re-read is what the group
+    reads again, within offset.lag.max, and nothing is lost."""
+    topic, group, partitions = "orders.midlog", "orders-midlog", 24
+    create_topic(lab.primary, topic, partitions)
+    values = [str(i) for i in range(20_000)]
+    produce_values(lab.primary, topic, values[:15_000])
+    read = read_and_commit(lab.primary, group, 12_345, topic=topic)
+    produce_values(lab.primary, topic, values[15_000:])
+
+    def gate():
+        params = dict(
+            PARAMS, topics=[topic], groups=[group], max_lag=0, max_checkpoint_age=0, max_reread=OFFSET_LAG_MAX
+        )
+        with lab.clusters() as (source, target):
+            return kafka_mm2.replication_status(source, target, params)
+
+    wait_for("the gate to pass", gate, lambda s: s["can_roll_back"], timeout=120, log=lab.mm2_log)
+    started = time.monotonic()
+    with lab.clusters() as (source, target):
+        plan = kafka_mm2.rollback_plan(
+            source, target, dict(PARAMS, topics=[topic], missing="fail", max_reread=OFFSET_LAG_MAX), group
+        )
+        target.alter_offsets(group, kafka_mm2.plan_offsets(plan))
+    seconds = time.monotonic() - started
+    consumer = group_consumer(lab.standby, group, topic=topic)
+    try:
+        records = read_all(consumer, len(values) - len(read["values"]))
+    finally:
+        consumer.close()
+    got = Counter(r.value.decode() for r in records)
+    assert set(values) - read["values"] - set(got) == set(), "records the group had not read are missing"
+    again = Counter(r.partition for r in records if r.value.decode() in read["values"])
+    stated = {row["partition"]: row["reread"] for row in plan}
+    origins = Counter(row["origin"] for row in plan)
+    print(f"\n{group}: plan {seconds:.2f} s for {len(plan)} partitions, {dict(origins)}, re-reads {stated}")
+    assert sorted(stated) == sorted(tp.partition for tp in read["committed"])
+    assert {p: again.get(p, 0) for p in stated} == stated
+    assert max(stated.values()) <= OFFSET_LAG_MAX
+
+
 # --- MM2 crashes and stops (these run last: they stop and restart MM2) ----------------------------------------------
 
 CRASH_TOPIC, CRASH_GROUP = "orders.crash", "orders-crash"

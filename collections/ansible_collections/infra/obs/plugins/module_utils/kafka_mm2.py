@@ -364,23 +364,49 @@ def upstream_topic(params, topic):
     return topic[len(prefix) :] if topic.startswith(prefix) else None
 
 
-def newest_checkpoints(target, params, groups):
+class CheckpointLog:
+    """The newest checkpoint record per (group, topic, partition) of a checkpoints topic, read on from where the last
+    read ended: MM2 only appends to it, so a long-lived reader (the readiness exporter, one per direction) reads each
+    record once. A position outside a partition's log (the topic recreated) starts it all over."""
+
+    def __init__(self):
+        self.positions = {}  # TopicPartition of the checkpoints topic -> next offset to read
+        self.newest = {}  # (group, topic, partition) -> (checkpoint, record timestamp in ms)
+        self.records_read = 0
+
+    def read(self, target, topic):
+        """self.newest once every record of topic up to its end offsets of now is read."""
+        partitions = target.partitions([topic])
+        starts, ends = target.beginning_offsets(partitions), target.end_offsets(partitions)
+        if any(not starts[tp] <= self.positions.get(tp, starts[tp]) <= ends[tp] for tp in partitions):
+            self.positions, self.newest = {}, {}
+        for tp in partitions:
+            for record in target.records_from(tp, self.positions.get(tp, starts[tp]), ends[tp]):
+                key, checkpoint = decode_checkpoint(record.key, record.value)
+                self.newest[key] = (checkpoint, record.timestamp)
+                self.records_read += 1
+            self.positions[tp] = ends[tp]
+        return self.newest
+
+
+def newest_checkpoints(target, params, groups, log=None):
     """{group: {TopicPartition (source name): checkpoint}} from the checkpoints topic on target, keeping per
     (group, topic, partition) the record written last; each checkpoint also carries the record's timestamp and
-    its age in seconds."""
+    its age in seconds. log, a CheckpointLog kept between calls, reads only what was written since the last."""
     wanted = set(groups)
     found = {group: {} for group in wanted}
     checkpoints = checkpoints_topic(params)
     if checkpoints not in target.topics():  # MM2 creates it with its first checkpoint
         return found
     now_ms = time.time() * 1000
-    for record in target.read_topic(checkpoints):
-        (group, topic, partition), checkpoint = decode_checkpoint(record.key, record.value)
+    for (group, topic, partition), (checkpoint, timestamp) in (
+        (log or CheckpointLog()).read(target, checkpoints).items()
+    ):
         source_topic = upstream_topic(params, topic)
         if group not in wanted or source_topic is None:
             continue
-        checkpoint.update(timestamp_ms=record.timestamp, age_seconds=round(max(0, now_ms - record.timestamp) / 1000, 3))
-        found[group][TopicPartition(source_topic, partition)] = checkpoint
+        aged = dict(checkpoint, timestamp_ms=timestamp, age_seconds=round(max(0, now_ms - timestamp) / 1000, 3))
+        found[group][TopicPartition(source_topic, partition)] = aged
     return found
 
 
@@ -549,13 +575,14 @@ def group_verdict(committed, checkpoints, lag_rows, target_state, params, *, tra
     return dict(can_roll_back=not reasons, reasons=reasons, partitions=partitions, ignored_partitions=ignored)
 
 
-def replication_status(source, target, params):
-    """The result of kafka_replication_status (see its RETURN)."""
+def replication_status(source, target, params, checkpoint_log=None):
+    """The result of kafka_replication_status (see its RETURN); checkpoint_log, a CheckpointLog kept between calls,
+    reads the checkpoints topic on from where the last call ended."""
     topics = select_topics(source, params)
     lag_rows = partition_lag(source, target, params, topics)
     liveness = mm2_liveness(target, params)
     groups = params["groups"]
-    checkpoints = newest_checkpoints(target, params, groups) if groups else {}
+    checkpoints = newest_checkpoints(target, params, groups, checkpoint_log) if groups else {}
     verdicts = {}
     for group in groups:
         verdict = group_verdict(

@@ -207,6 +207,7 @@ class Direction:
         self.separator = setting("replication.policy.separator", ".")
         internal_separator = setting("replication.policy.internal.topic.separator.enabled", "true").lower() != "false"
         self.checkpoints_topic = None if internal_separator else f"{source}.checkpoints.internal"
+        self.checkpoint_log = kafka_mm2.CheckpointLog()  # each check reads only the checkpoints written since the last
         # MM2's liveness is judged against the flow's own emit intervals (MM2's defaults: 1 s and 60 s).
         heartbeats, checkpoints = "emit.heartbeats.interval.seconds", "emit.checkpoints.interval.seconds"
         self.emit_heartbeats_seconds = _seconds(heartbeats, setting(heartbeats, "1"))
@@ -347,7 +348,7 @@ def check(direction, options):
             params = direction.params(topics, groups, options)
             if not topics:
                 params.update(topics=None, topics_regex="(?!)")  # no topic: every group is out of scope
-            status = kafka_mm2.replication_status(source, target, params)
+            status = kafka_mm2.replication_status(source, target, params, direction.checkpoint_log)
     except Exception as error:  # kafka-python's errors (a cluster down, refused credentials), KafkaMM2Error, ...
         text = str(error) if str(error).startswith(type(error).__name__) else f"{type(error).__name__}: {error}"
         result.update(error=mask(text, direction.secrets))
