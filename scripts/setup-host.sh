@@ -10,8 +10,9 @@ source "$(dirname "$0")/lib.sh"
 # wrk: the whitelist benchmark's load generator. chromium: the probe matrix page's browser test (Playwright).
 # openjdk-17-jre-headless, maven: Kafka and MirrorMaker 2 from Maven Central's jars (scripts/fetch-kafka.sh).
 # openssh-client: Ansible reaches the lab's containers over SSH (scripts/lab-ssh-proxy.sh).
+# openssl (with the JRE's keytool): the CA, keys and stores of the SCRAM-over-TLS Kafka tests.
 packages=(podman runc netavark aardvark-dns debootstrap uidmap iptables curl ca-certificates jq git make nginx libnginx-mod-stream
-  iproute2 procps wrk chromium openjdk-17-jre-headless maven openssh-client)
+  iproute2 procps wrk chromium openjdk-17-jre-headless maven openssh-client openssl)
 # npm fetches Grafana's dashboard schema; machines of this kind come with Node.js 20, Debian's is the fallback.
 command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()

@@ -65,6 +65,37 @@ def commit_settled(consumer, offsets: dict, timeout: float = 60) -> None:
             consumer.poll(timeout_ms=500)
 
 
+# The password of the test stores of a throwaway CA (tests/kafka_mm2 only).
+STORE_PASSWORD = "lab-store-pass"
+
+
+def make_tls(directory: pathlib.Path) -> dict[str, pathlib.Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 it signed, made with openssl and the JRE's keytool: ca.pem (for
+    kafka-python), server.p12 (the brokers' key and chain) and truststore.p12 (the CA, for MirrorMaker 2), both
+    stores with STORE_PASSWORD."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {name: directory / name for name in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")}
+    san = directory / "san.cnf"
+    san.write_text("subjectAltName = IP:127.0.0.1\n")
+    commands = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=infra-obs-lab-ca",
+         "-keyout", files["ca.key"], "-out", files["ca.pem"]],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", files["server.key"], "-out", files["server.csr"]],
+        ["openssl", "x509", "-req", "-days", "2", "-in", files["server.csr"], "-CA", files["ca.pem"],
+         "-CAkey", files["ca.key"], "-CAcreateserial", "-extfile", san, "-out", files["server.pem"]],
+        ["openssl", "pkcs12", "-export", "-name", "kafka", "-in", files["server.pem"], "-inkey", files["server.key"],
+         "-certfile", files["ca.pem"], "-passout", f"pass:{STORE_PASSWORD}", "-out", directory / "server.p12"],
+        ["keytool", "-importcert", "-noprompt", "-alias", "lab-ca", "-file", files["ca.pem"], "-storetype", "PKCS12",
+         "-keystore", directory / "truststore.p12", "-storepass", STORE_PASSWORD],
+    ]  # fmt: skip
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"{command[0]} {command[1]} failed:\n{done.stdout}{done.stderr}")
+    return {"ca": files["ca.pem"], "keystore": directory / "server.p12", "truststore": directory / "truststore.p12"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,9 +123,20 @@ rootLogger.appenderRef.file.ref = file
 
 
 class KafkaNode:
-    """One KRaft Kafka process acting as broker and controller of its own cluster, on 127.0.0.1 with free ports."""
+    """One KRaft Kafka process acting as broker and controller of its own cluster, on 127.0.0.1 with free ports.
+    With tls (make_tls's files) and scram_users ({name: password}), a second client listener takes SCRAM-SHA-512
+    over TLS only (secure_bootstrap); the PLAINTEXT one (bootstrap) stays for the brokers and the test's own
+    producers and consumers."""
 
-    def __init__(self, base: pathlib.Path, name: str = "kafka", libs: pathlib.Path | None = None, **overrides: str):
+    def __init__(
+        self,
+        base: pathlib.Path,
+        name: str = "kafka",
+        libs: pathlib.Path | None = None,
+        tls: dict[str, pathlib.Path] | None = None,
+        scram_users: dict[str, str] | None = None,
+        **overrides: str,
+    ):
         self.name = name
         self.dir = base / name
         self.libs = libs or kafka_libs()
@@ -103,11 +145,28 @@ class KafkaNode:
         self.cluster_id = new_cluster_id()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.log_path = self.dir / "server.log"
+        self.tls, self.scram_users = tls, scram_users or {}
+        self.secure_bootstrap = f"127.0.0.1:{free_port()}" if tls else None
         self.overrides = overrides
         self.proc: subprocess.Popen | None = None
 
     def config(self) -> dict[str, str]:
         listeners = f"PLAINTEXT://{self.bootstrap},CONTROLLER://127.0.0.1:{self.controller_port}"
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        secure = {}
+        if self.tls:
+            listeners += f",SASL_SSL://{self.secure_bootstrap}"
+            protocols += ",SASL_SSL:SASL_SSL"
+            secure = {
+                "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                ),
+                "ssl.keystore.type": "PKCS12",
+                "ssl.keystore.location": str(self.tls["keystore"]),
+                "ssl.keystore.password": STORE_PASSWORD,
+                "ssl.key.password": STORE_PASSWORD,
+            }
         return {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -118,7 +177,7 @@ class KafkaNode:
             "advertised.listeners": listeners,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(self.dir / "data"),
             "num.partitions": "1",
             # One replica of everything; one partition for the internal topics, as their default 50 slow the
@@ -133,6 +192,7 @@ class KafkaNode:
             "group.initial.rebalance.delay.ms": "0",
             # 1 MiB is the smallest segment 4.x accepts.
             "log.segment.bytes": str(1024 * 1024),
+            **secure,
             **self.overrides,
         }
 
@@ -158,6 +218,12 @@ class KafkaNode:
             self._java(
                 "kafka.tools.StorageTool",
                 *("format", "--cluster-id", self.cluster_id, "--config", str(props), "--standalone"),
+                # SCRAM credentials at format time: KRaft keeps them in its metadata log.
+                *(
+                    arg
+                    for n, p in self.scram_users.items()
+                    for arg in ("--add-scram", f"SCRAM-SHA-512=[name={n},password={p}]")
+                ),
                 jvm=("-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"),
             ),
             capture_output=True,

@@ -80,7 +80,7 @@ class Lab:
         self.mm2_log = base / "mm2" / "mm2.log"
         self.mm2: subprocess.Popen | None = None
 
-    def properties(self) -> str:
+    def team(self) -> dict:
         """The lab's orders flow pointed at the two nodes, with intervals of a second."""
         team = yaml.safe_load((REPO / "inventories" / "lab" / "mm2" / "orders.yml").read_text())
         team["clusters"]["primary"]["bootstrap_servers"] = [self.primary.bootstrap]
@@ -95,7 +95,14 @@ class Lab:
             offset_flush_seconds=1,
         )
         team["flow"]["offset_lag_max"] = OFFSET_LAG_MAX
-        properties = mm2.render_properties(mm2.load([("orders.yml", team)]), {})
+        return team
+
+    def secrets(self) -> dict:
+        """The passwords the team file names, by variable."""
+        return {}
+
+    def properties(self) -> str:
+        properties = mm2.render_properties(mm2.load([("orders.yml", self.team())]), self.secrets())
         assert "standby.offset.flush.interval.ms = 1000" in properties
         return properties
 

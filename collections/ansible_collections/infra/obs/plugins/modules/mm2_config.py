@@ -168,6 +168,10 @@ flow:
     sync_group_offsets:
       description: Whether MM2's own group offset sync is on.
       type: bool
+    intervals:
+      description: Every interval in seconds by its C(flow.intervals) name, defaults filled in (the rollback gate
+        judges MM2's liveness by the emit intervals).
+      type: dict
     failback:
       description: Whether the failback flow is enabled.
       type: bool

@@ -203,6 +203,7 @@ class Flow:
             "topics": {"include": list(self.topics.include), "exclude": list(self.topics.exclude)},
             "groups": {"include": list(self.groups.include), "exclude": list(self.groups.exclude)},
             "sync_group_offsets": self.sync_group_offsets,
+            "intervals": dict(self.intervals),
             "failback": self.failback,
             "clusters": {
                 c.alias: {

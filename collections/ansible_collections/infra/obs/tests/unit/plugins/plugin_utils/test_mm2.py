@@ -365,6 +365,16 @@ def test_identity_keeps_names_and_prefixed_sets_the_separator():
     assert load([(FILE, GOOD)]).summary()["checkpoints"] == [
         {"cluster": "standby", "topic": "primary.checkpoints.internal"}
     ]
+    # Every interval, MM2's defaults filled in for those the file leaves out: the rollback gate reads them here.
+    summary = load([(FILE, m("flow.intervals", {"emit_checkpoints_seconds": 5}))]).summary()
+    assert summary["intervals"] == dict(
+        refresh_topics_seconds=600,
+        refresh_groups_seconds=600,
+        emit_checkpoints_seconds=5,
+        emit_heartbeats_seconds=1,
+        sync_group_offsets_seconds=60,
+        offset_flush_seconds=60,
+    )
 
     data = m("flow.replication_policy", "prefixed", "flow.separator", "_")
     prefixed = render(data)
