@@ -4,7 +4,9 @@ started from the properties our plugin_utils/mm2.py renders for the lab's orders
 2. the same rate into a replicated topic, read by a consumer on the target: replicated throughput and end-to-end
    replication lag, as ratios to the baseline; then an unthrottled burst timed until the target holds all of it;
 3. the rollback of one consumer group over 100 partitions with the kafka_group_rollback module's own code
-   (module_utils/kafka_mm2.py: rollback_plan, alter_offsets, read back).
+   (module_utils/kafka_mm2.py: rollback_plan, alter_offsets, read back);
+4. a group stopped mid-log (12,345 of 20,000 records over 24 partitions): the gate's wait, the plan's time and
+   re-reads, beside what MM2's checkpoints alone would give.
 
 Prints a Markdown report on stdout (progress on stderr). Exits 1 only on a functional failure: a cluster or MM2 that
 does not start or dies, records that never arrive, a rollback that fails or reads back wrong; a missed goal is
@@ -23,7 +25,8 @@ import struct
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections import Counter
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +49,10 @@ RATE_TOPIC = "orders.bench-rate"
 BURST_TOPIC = "orders.bench-burst"
 ROLLBACK_TOPIC = "orders.bench-rollback"
 GROUP = "orders-bench-rollback"  # in the flow's groups (orders-.*)
+# The mid-log case of the rollback issue: a group stopped at 12,345 of 20,000 records over 24 partitions while the
+# source is written on (MM2 then has no checkpoint for some partitions, or one far back).
+MIDLOG_TOPIC, MIDLOG_GROUP, MIDLOG_PARTITIONS = "orders.bench-midlog", "orders-bench-midlog", 24
+MIDLOG_RECORDS, MIDLOG_STOP, MIDLOG_FIRST = 20_000, 12_345, 15_000
 PARTITIONS = 6
 KEYS = 120
 VALUE_BYTES = 200
@@ -398,6 +405,67 @@ def rollback(lab: Lab, stack: ExitStack, args: argparse.Namespace) -> Rollback:
     return result
 
 
+@dataclass
+class MidLog:
+    wait_gate: float = math.nan  # seconds until replication_status lets the group roll back
+    plan_seconds: float = math.nan
+    origins: dict[str, int] = field(default_factory=dict)
+    rereads: list[int] = field(default_factory=list)  # per planned partition, by checkpoint or records
+    checkpoint_only: dict[str, int] = field(default_factory=dict)  # what the checkpoints alone give
+
+
+def midlog(lab: Lab, stack: ExitStack) -> MidLog:
+    """MIDLOG_GROUP committed at MIDLOG_STOP of MIDLOG_FIRST records spread over MIDLOG_PARTITIONS, then the rest
+    produced. The gate (replication_status, max_reread = offset.lag.max) waited for, then rollback_plan timed; beside
+    it, the plan from the checkpoints alone (the rollback before translation by records: missing=earliest re-reads
+    whole partitions MM2 did not checkpoint)."""
+    result = MidLog()
+    admin = stack.enter_context(closing(KafkaAdminClient(bootstrap_servers=lab.primary.bootstrap)))
+    admin.create_topics([NewTopic(MIDLOG_TOPIC, MIDLOG_PARTITIONS, 1)])
+    producer = KafkaProducer(bootstrap_servers=lab.primary.bootstrap, acks="all", linger_ms=5)
+    for i in range(MIDLOG_FIRST):
+        producer.send(MIDLOG_TOPIC, key=f"key-{i}".encode(), value=value_of(i), partition=i % MIDLOG_PARTITIONS)
+    producer.flush()
+    committed = {
+        TopicPartition(MIDLOG_TOPIC, p): len(range(p, MIDLOG_STOP, MIDLOG_PARTITIONS)) for p in range(MIDLOG_PARTITIONS)
+    }
+    source = stack.enter_context(kafka_mm2.Cluster(connection(lab.primary)))
+    source.alter_offsets(MIDLOG_GROUP, committed)
+    for i in range(MIDLOG_FIRST, MIDLOG_RECORDS):
+        producer.send(MIDLOG_TOPIC, key=f"key-{i}".encode(), value=value_of(i), partition=i % MIDLOG_PARTITIONS)
+    producer.flush()
+    producer.close()
+    params = dict(PARAMS, topics=[MIDLOG_TOPIC], groups=[MIDLOG_GROUP], max_lag=0, max_checkpoint_age=0)
+    params.update(max_reread=OFFSET_LAG_MAX, missing="fail")
+    started = time.monotonic()
+    while True:
+        check_mm2(lab)
+        with lab.clusters() as (src, target):
+            if kafka_mm2.replication_status(src, target, params)["groups"][MIDLOG_GROUP]["can_roll_back"]:
+                break
+        if time.monotonic() - started > STARTUP_TIMEOUT:
+            raise BenchFailure(f"mid-log: the gate did not pass in {STARTUP_TIMEOUT:g} s")
+        time.sleep(1)
+    result.wait_gate = time.monotonic() - started
+    with lab.clusters() as (src, target):
+        t0 = time.monotonic()
+        plan = kafka_mm2.rollback_plan(src, target, params, MIDLOG_GROUP)
+        result.plan_seconds = time.monotonic() - t0
+        alone = kafka_mm2.rollback_plan(None, target, dict(params, missing="earliest"), MIDLOG_GROUP)
+    if len(plan) != MIDLOG_PARTITIONS:
+        raise BenchFailure(f"mid-log: {len(plan)} of {MIDLOG_PARTITIONS} partitions planned")
+    result.origins = dict(Counter(row["origin"] for row in plan))
+    result.rereads = [row["source_committed"] - row["new_offset"] for row in plan]
+    by_partition = {row["partition"]: row for row in alone}
+    rereads = [committed[tp] - by_partition[tp.partition]["new_offset"] for tp in committed]
+    result.checkpoint_only = dict(
+        without_checkpoint=sum(row["origin"] == "earliest" for row in alone),
+        reread_total=sum(rereads),
+        reread_max=max(rereads),
+    )
+    return result
+
+
 # --- the lab -------------------------------------------------------------------------------------------------------
 
 
@@ -461,7 +529,15 @@ def verdict(met: bool | None) -> str:
     return "not measured" if met is None else "goal met" if met else "goal missed"
 
 
-def report(args: argparse.Namespace, meta: dict, flows: list[Flow], bursts: list[Burst], rb: Rollback | None) -> None:
+def report(
+    args: argparse.Namespace,
+    meta: dict,
+    flows: list[Flow],
+    bursts: list[Burst],
+    rb: Rollback | None,
+    *,
+    ml: MidLog | None,
+) -> None:
     lines = [
         f"Kafka {lab_version('kafka_version')} (two single-node KRaft clusters, 256 MB heap each) and dedicated "
         f"MirrorMaker 2 (384 MB heap) on loopback, kafka-python {kafka.__version__} (Python "
@@ -534,6 +610,24 @@ def report(args: argparse.Namespace, meta: dict, flows: list[Flow], bursts: list
         for i, run in enumerate(rb.runs, 1):
             cells = " | ".join(secs(run[k]) for k in ("checks", "plan", "apply", "verify", "total"))
             lines.append(f"| {i}{' (first)' if i == 1 else ''} | {cells} |")
+    if ml:
+        before = ml.checkpoint_only
+        lines += [
+            "",
+            f"### Rollback of a group stopped mid-log: {MIDLOG_STOP:,} of {MIDLOG_RECORDS:,} records over "
+            f"{MIDLOG_PARTITIONS} partitions",
+            "",
+            f"{MIDLOG_GROUP} committed at {MIDLOG_STOP:,} of the first {MIDLOG_FIRST:,} records, then the rest "
+            f"produced. The gate (replication_status, max_reread {OFFSET_LAG_MAX}) passed {secs(ml.wait_gate)} "
+            "later.",
+            "",
+            "| plan | partitions planned | without a checkpoint | re-reads in all | most on a partition | plan time |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| checkpoints only, missing=earliest (before) | {MIDLOG_PARTITIONS} | {before['without_checkpoint']} "
+            f"| {before['reread_total']:,} | {before['reread_max']:,} | |",
+            f"| checkpoints, else the records (now: {', '.join(f'{n} {o}' for o, n in sorted(ml.origins.items()))})"
+            f" | {MIDLOG_PARTITIONS} | 0 | {sum(ml.rereads):,} | {max(ml.rereads):,} | {secs(ml.plan_seconds)} |",
+        ]
     lines += ["", *goals(args, flows, rb)]
     print("\n".join(lines))
 
@@ -581,7 +675,7 @@ def main() -> int:
     meta = {"load_start": load_average()}
     flows: list[Flow] = []
     bursts: list[Burst] = []
-    rb = None
+    rb = ml = None
     failure = ""
     try:
         with tempfile.TemporaryDirectory(prefix="bench-mm2-") as tmp:
@@ -615,6 +709,9 @@ def main() -> int:
                 with ExitStack() as stack:
                     rb = rollback(lab, stack, args)
                 progress(f"rollback: {', '.join(secs(r['total']) for r in rb.runs)}")
+                with ExitStack() as stack:
+                    ml = midlog(lab, stack)
+                progress(f"mid-log: plan {secs(ml.plan_seconds)}, {sum(ml.rereads)} re-reads ({ml.origins})")
                 check_mm2(lab)
             finally:
                 progress("stopping MirrorMaker 2 and both clusters")
@@ -624,7 +721,7 @@ def main() -> int:
     except KeyboardInterrupt:
         print("interrupted: producer, MM2 and brokers stopped, temporary files removed", file=sys.stderr)
         return 130
-    report(args, meta, flows, bursts, rb)
+    report(args, meta, flows, bursts, rb, ml=ml)
     if failure:  # what was measured before is reported above
         print(f"\nFAILED: {failure.splitlines()[0]}")
         print(f"FAILED: {failure}", file=sys.stderr)

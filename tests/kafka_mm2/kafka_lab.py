@@ -65,35 +65,27 @@ def commit_settled(consumer, offsets: dict, timeout: float = 60) -> None:
             consumer.poll(timeout_ms=500)
 
 
-# The password of the test stores of a throwaway CA (tests/kafka_mm2 only).
+# The password of the stores scripts/lab-tls.sh makes.
 STORE_PASSWORD = "lab-store-pass"
 
 
 def make_tls(directory: pathlib.Path) -> dict[str, pathlib.Path]:
-    """A throwaway CA and a certificate for 127.0.0.1 it signed, made with openssl and the JRE's keytool: ca.pem (for
-    kafka-python), server.p12 (the brokers' key and chain) and truststore.p12 (the CA, for MirrorMaker 2), both
-    stores with STORE_PASSWORD."""
-    directory.mkdir(parents=True, exist_ok=True)
-    files = {name: directory / name for name in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")}
-    san = directory / "san.cnf"
-    san.write_text("subjectAltName = IP:127.0.0.1\n")
-    commands = [
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=infra-obs-lab-ca",
-         "-keyout", files["ca.key"], "-out", files["ca.pem"]],
-        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-         "-keyout", files["server.key"], "-out", files["server.csr"]],
-        ["openssl", "x509", "-req", "-days", "2", "-in", files["server.csr"], "-CA", files["ca.pem"],
-         "-CAkey", files["ca.key"], "-CAcreateserial", "-extfile", san, "-out", files["server.pem"]],
-        ["openssl", "pkcs12", "-export", "-name", "kafka", "-in", files["server.pem"], "-inkey", files["server.key"],
-         "-certfile", files["ca.pem"], "-passout", f"pass:{STORE_PASSWORD}", "-out", directory / "server.p12"],
-        ["keytool", "-importcert", "-noprompt", "-alias", "lab-ca", "-file", files["ca.pem"], "-storetype", "PKCS12",
-         "-keystore", directory / "truststore.p12", "-storepass", STORE_PASSWORD],
-    ]  # fmt: skip
-    for command in commands:
-        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
-        if done.returncode != 0:
-            raise RuntimeError(f"{command[0]} {command[1]} failed:\n{done.stdout}{done.stderr}")
-    return {"ca": files["ca.pem"], "keystore": directory / "server.p12", "truststore": directory / "truststore.p12"}
+    """A throwaway CA and a broker certificate for 127.0.0.1 (scripts/lab-tls.sh): ca.pem (for kafka-python),
+    server.p12 (the brokers' key and chain) and truststore.p12 (the CA, for MirrorMaker 2)."""
+    done = subprocess.run(
+        [REPO / "scripts" / "lab-tls.sh", directory, "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"scripts/lab-tls.sh failed:\n{done.stdout}{done.stderr}")
+    return {
+        "ca": directory / "ca.pem",
+        "keystore": directory / "server.p12",
+        "truststore": directory / "truststore.p12",
+    }
 
 
 def free_port() -> int:

@@ -3,6 +3,7 @@ Prometheus (found through Consul), 10,000 keyed records over 6 partitions, a gro
 produced, playbooks/mm2_rollback.yml refused while the group has a member on the standby, then run for real, and
 the group reading the rest on the standby with nothing lost. A bad team file is refused before MM2 is touched."""
 
+import json
 import os
 import pathlib
 import sys
@@ -13,6 +14,7 @@ import pytest
 import yaml
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
+from kafka.errors import KafkaError
 
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 sys.path[:0] = [str(PROJECT), str(PROJECT / "scripts"), str(PROJECT / "collections")]
@@ -50,8 +52,19 @@ def lab():
     )
 
 
+# The team file's clusters take SCRAM-SHA-512 over TLS (host_vars): the rollback connects as its own user, trusting
+# the lab CA that prepare.yml made.
+ROLLBACK_USER = dict(
+    sasl_mechanism="SCRAM-SHA-512",
+    username="rollback",
+    password="rollback-lab-secret",
+    ssl_cafile=str(pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "tls", "ca.pem")),
+)
+
+
 def rollback(*extra):
-    args = ["-e", f"mm2_rollback_src={TEAM_FILE}", "-e", f"mm2_rollback_group={GROUP}"]
+    connections = json.dumps({"mm2_rollback_connections": {"primary": ROLLBACK_USER, "standby": ROLLBACK_USER}})
+    args = ["-e", f"mm2_rollback_src={TEAM_FILE}", "-e", f"mm2_rollback_group={GROUP}", "-e", connections]
     return [*args, *(arg for pair in extra for arg in ("-e", pair))]
 
 
@@ -71,6 +84,30 @@ def first_read(lab):
     read = read_and_commit(lab.primary, GROUP, FIRST_PRODUCED)
     assert len(read["committed"]) == PARTITIONS, "every partition should hold records"
     return read
+
+
+def test_mm2_reaches_both_clusters_as_a_scram_user_over_tls_only():
+    """MM2's team file names the SCRAM-over-TLS listeners only; they take the right password and refuse another."""
+    clusters = yaml.safe_load(TEAM_FILE.read_text())["clusters"]
+    assert {alias: c["security"]["protocol"] for alias, c in clusters.items()} == {
+        "primary": "SASL_SSL",
+        "standby": "SASL_SSL",
+    }
+    for cluster in clusters.values():
+        (bootstrap,) = cluster["bootstrap_servers"]
+        secure = dict(bootstrap_servers=bootstrap, security_protocol="SASL_SSL", request_timeout_ms=10000)
+        secure.update(
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_plain_username=ROLLBACK_USER["username"],
+            ssl_cafile=ROLLBACK_USER["ssl_cafile"],
+        )
+        admin = KafkaAdminClient(sasl_plain_password=ROLLBACK_USER["password"], **secure)
+        try:
+            assert admin.describe_cluster()["brokers"]
+        finally:
+            admin.close()
+        with pytest.raises(KafkaError):
+            KafkaAdminClient(sasl_plain_password="not-it", bootstrap_timeout_ms=10000, **secure).close()
 
 
 def test_mm2_and_its_readiness_exporter_are_scraped_through_consul(lab):
