@@ -116,6 +116,20 @@ def test_the_lab_flow_is_one_direction_with_its_filters_policy_and_connections()
     assert kafka_mm2.checkpoints_topic(params) == "primary.checkpoints.internal"
 
 
+def test_a_topic_whose_replication_is_unproven_has_no_lag_series():
+    """One partition of orders.b is not provable by its records (lag None): the topic's lag is unknown, not the
+    sum of the others."""
+    (direction,) = readiness.directions(readiness.parse_properties(render(lab_team())))
+    rows = [("orders.a", 0, 3), ("orders.a", 1, 4), ("orders.b", 0, 5), ("orders.b", 1, None)]
+    status = dict(
+        topics=["orders.a", "orders.b"],
+        groups={},
+        mm2=dict(alive=True, heartbeat_age_seconds=0.5, max_silence_seconds=15, reason=None),
+        partitions=[dict(topic=t, partition=p, lag=lag) for t, p, lag in rows],
+    )
+    assert readiness.summary(direction, status)["topic_lag"] == {"orders.a": 7}
+
+
 def test_failback_checks_the_reverse_direction_only():
     team = lab_team()
     team["flow"]["failback"] = {"enabled": True}

@@ -436,8 +436,8 @@ def partition_lag(source, target, params, topics):
     Offsets alone cannot tell: after an MM2 crash the target holds duplicates and runs ahead of the source. MM2
     writes each partition in order, so everything before that record is on the target. duplicates counts the target
     records beyond the source's up to it, from both logs' starts. A partition missing on the target lags by all its
-    records; one whose last record is not on the source (written to the target by another producer, or gone from the
-    source) has lag None and a problem."""
+    records; one whose last record is not on the source (written to the target by another producer, gone from the
+    source, or stamped anew by a target topic with LogAppendTime) has lag None and a problem."""
     partitions = source.partitions(topics)
     remote = {tp: remote_partition(params, tp) for tp in partitions}
     source_start, source_end = source.beginning_offsets(partitions), source.end_offsets(partitions)
@@ -465,7 +465,8 @@ def partition_lag(source, target, params, topics):
             row["lag"] = None
             row["problem"] = (
                 f"{tp_name(tp)}: the target's last record (offset {last.offset}) is not on the source: written there "
-                "by another producer, or gone from the source; replication cannot be proven by its records"
+                "by another producer, gone from the source, or stamped anew (a target topic with LogAppendTime); "
+                "replication cannot be proven by its records"
             )
             continue
         row.update(

@@ -208,6 +208,7 @@ from ansible_collections.infra.obs.plugins.module_utils.kafka_mm2 import (  # no
     CONNECTION_REQUIRED_IF,
     FLOW_OPTIONS,
     LIVENESS_OPTIONS,
+    CheckpointLog,
     Cluster,
     KafkaMM2Error,
     replication_status,
@@ -242,11 +243,12 @@ def main():
     params = module.params
     try:
         deadline = time.monotonic() + params["wait"]
+        checkpoints = CheckpointLog()  # while it waits, each judgement reads only the checkpoints written since
         with Cluster(params["source"]) as source, Cluster(params["target"]) as target:
-            result = replication_status(source, target, params)
+            result = replication_status(source, target, params, checkpoints)
             while not result["can_roll_back"] and time.monotonic() + params["wait_interval"] <= deadline:
                 time.sleep(params["wait_interval"])
-                result = replication_status(source, target, params)
+                result = replication_status(source, target, params, checkpoints)
     except KafkaMM2Error as error:
         module.fail_json(msg=str(error))
     except Exception as error:  # kafka-python's errors: an unreachable cluster, refused credentials, ...

@@ -386,10 +386,13 @@ def summary(direction, status):
             reread_records=reread,
             active_on_source=verdict["active_on_source"],
         )
+    # A topic with a partition whose replication its records cannot prove (status["unproven_partitions"] says why)
+    # has no lag series: unknown, not smaller.
     topic_lag = {}
     for row in status["partitions"]:
-        if row["lag"] is not None:  # replication not provable by its records: status["unproven_partitions"] says why
-            topic_lag[row["topic"]] = topic_lag.get(row["topic"], 0) + row["lag"]
+        known = topic_lag.get(row["topic"], 0)
+        topic_lag[row["topic"]] = None if known is None or row["lag"] is None else known + row["lag"]
+    topic_lag = {topic: lag for topic, lag in topic_lag.items() if lag is not None}
     return dict(
         topics=status["topics"],
         groups=groups,
