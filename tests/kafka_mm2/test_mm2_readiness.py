@@ -190,6 +190,18 @@ def test_java_properties_escapes_continuations_and_separators():
     assert readiness.parse_properties(text) == {"a.b": "xy", "c": "d", "e": "fé\\", "g=h": "1\t", "empty": ""}
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["0", "-5", "abc", "1.5", "1; rm -rf /", "1\\n2", "\uff11", "\u0661", "{1}", '"1"', "9" * 10, "9" * 4000],
+)
+def test_an_emit_interval_outside_whole_seconds_is_refused_naming_it(value):
+    text = render(lab_team()) + f"\nemit.checkpoints.interval.seconds = {value}\n"
+    with pytest.raises(readiness.PropertiesError) as refused:
+        readiness.directions(readiness.parse_properties(text))
+    assert str(refused.value).startswith("emit.checkpoints.interval.seconds ")
+    assert "expected a whole number of seconds from 1 to 999999999" in str(refused.value)
+
+
 def test_no_enabled_direction_or_unknown_policy_is_an_error():
     text = render(lab_team())
     with pytest.raises(readiness.PropertiesError, match="no replication direction is enabled"):

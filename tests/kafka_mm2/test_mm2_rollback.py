@@ -113,9 +113,7 @@ class Lab:
     def start(self) -> "Lab":
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             list(pool.map(KafkaNode.start, (self.primary, self.standby)))
-        admin = KafkaAdminClient(bootstrap_servers=self.primary.bootstrap)
-        admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
-        admin.close()
+        create_topic(self.primary, TOPIC, PARTITIONS)
         work = self.base / "mm2"
         work.mkdir()
         (work / "mm2.properties").write_text(self.properties())
@@ -484,11 +482,7 @@ def test_partitions_neither_checkpointed_nor_replicated_need_a_missing_policy(la
     and the target holds records of its own there."""
     scratch, group = "orders.scratch.billing", "orders-scratch"
     for node, origin, count in ((lab.primary, "source", 6), (lab.standby, "target", 3)):
-        admin = KafkaAdminClient(bootstrap_servers=node.bootstrap)
-        try:
-            admin.create_topics([NewTopic(scratch, 2, 1)])
-        finally:
-            admin.close()
+        create_topic(node, scratch, 2)
         producer = KafkaProducer(bootstrap_servers=node.bootstrap, acks="all")
         for i in range(count):
             for partition in (0, 1):

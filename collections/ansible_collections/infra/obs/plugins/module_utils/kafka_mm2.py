@@ -537,12 +537,15 @@ def checkpoint_problem(tp, committed, checkpoint, max_age=None, max_reread=None)
     return None
 
 
-def group_verdict(committed, checkpoints, lag_rows, target_state, params, *, translate=None, liveness=None):
+def group_verdict(
+    committed, checkpoints, lag_rows, target_state, params, *, translate=None, liveness=None, source_state=None
+):
     """Whether a group could roll back to the target now, and why not. MM2 must be alive (liveness, from
     mm2_liveness, when given), and each partition the group has committed on a replicated topic needs a lag by records
     of at most max_lag and a translation: MM2's newest checkpoint (see checkpoint_problem) or, where that fails and
     translate is given, translate(tp, committed) (translate_by_records), which must re-read at most max_reread
-    records."""
+    records. No member may be active on the target, nor, with params['require_stopped_on_source'], on the source
+    (source_state; the verdict then says active_on_source)."""
     max_lag, max_reread = params["max_lag"], params.get("max_reread")
     reasons = [liveness["reason"]] if liveness and not liveness["alive"] else []
     partitions = []
@@ -572,8 +575,15 @@ def group_verdict(committed, checkpoints, lag_rows, target_state, params, *, tra
     state, members = target_state
     if is_active(state, members):
         reasons.append(f"{members} active member(s) on the target (state {state}): a rollback refuses until they stop")
+    active_on_source = source_state is not None and is_active(*source_state)
+    if active_on_source and params.get("require_stopped_on_source"):
+        state, members = source_state
+        reasons.append(f"{members} active member(s) on the source (state {state}): stop its consumers there first")
     ignored = sorted(tp_name(tp) for tp in set(committed) - set(in_scope))
-    return dict(can_roll_back=not reasons, reasons=reasons, partitions=partitions, ignored_partitions=ignored)
+    verdict = dict(can_roll_back=not reasons, reasons=reasons, partitions=partitions, ignored_partitions=ignored)
+    if source_state is not None:
+        verdict["active_on_source"] = active_on_source
+    return verdict
 
 
 def replication_status(source, target, params, checkpoint_log=None):
@@ -594,14 +604,8 @@ def replication_status(source, target, params, checkpoint_log=None):
             params,
             translate=lambda tp, offset: translate_by_records(source, target, tp, remote_partition(params, tp), offset),
             liveness=liveness,
+            source_state=source.group_state(group),
         )
-        state, members = source.group_state(group)
-        verdict["active_on_source"] = is_active(state, members)
-        if verdict["active_on_source"] and params.get("require_stopped_on_source"):
-            verdict["reasons"].append(
-                f"{members} active member(s) on the source (state {state}): stop its consumers there first"
-            )
-            verdict["can_roll_back"] = False
         verdicts[group] = verdict
     lags = [row["lag"] for row in lag_rows.values() if row["lag"] is not None]
     unproven = [row["problem"] for row in lag_rows.values() if row["lag"] is None]
@@ -636,9 +640,7 @@ def rollback_plan(source, target, params, group):
     wanted = set(params["topics"] or ())
     partitions = {tp for tp in set(checkpoints) | set(source_committed) if not wanted or tp.topic in wanted}
     topics = {tp.topic for tp in partitions} | wanted
-    absent = sorted(
-        remote_topic(params, topic) for topic in topics if remote_topic(params, topic) not in target.topics()
-    )
+    absent = sorted({remote_topic(params, topic) for topic in topics} - target.topics())
     if absent:
         raise KafkaMM2Error(f"topics not found on the target: {', '.join(absent)}")
     if source is None:

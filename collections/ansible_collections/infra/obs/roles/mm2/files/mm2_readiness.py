@@ -62,6 +62,8 @@ IDENTITY_POLICY = kafka_mm2.POLICY_CLASSES["identity"]
 DEFAULT_POLICY = kafka_mm2.POLICY_CLASSES["prefixed"]
 TIMEOUT_MS = 10000
 PEM_SUFFIXES = (".pem", ".crt", ".cer")
+SECONDS = re.compile(r"[0-9]{1,9}")
+PORT = re.compile(r"[0-9]{1,5}")
 JAAS_OPTION = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]+)')
 
 log = logging.getLogger("mm2_readiness")
@@ -137,14 +139,11 @@ def parse_properties(text):
 
 
 def _seconds(name, value):
-    """A positive whole number of seconds, the value of property name."""
-    try:
-        seconds = int(value.strip())
-    except ValueError:
-        raise PropertiesError(f"{name} {value!r}: expected a whole number of seconds") from None
-    if seconds < 1:
-        raise PropertiesError(f"{name} {seconds}: expected at least 1 second")
-    return seconds
+    """A whole number of seconds from 1 to 999,999,999 (ASCII digits only: int() would take look-alikes such as
+    '\uff11'), the value of property name."""
+    if not SECONDS.fullmatch(value.strip()) or int(value) < 1:
+        raise PropertiesError(f"{name} {value!r}: expected a whole number of seconds from 1 to 999999999")
+    return int(value)
 
 
 def _list(value):
@@ -480,7 +479,7 @@ class ReadinessCollector:
 
 def listen_address(text):
     host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit():
+    if not colon or not PORT.fullmatch(port):
         raise argparse.ArgumentTypeError(f"{text}: expected host:port")
     return host.strip("[]") or "0.0.0.0", int(port)
 

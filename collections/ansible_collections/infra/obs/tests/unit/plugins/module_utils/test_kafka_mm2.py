@@ -61,6 +61,21 @@ def test_mm2_is_down_after_three_times_the_larger_emit_interval_unless_told():
     assert kafka_mm2.max_silence(dict(intervals, max_mm2_silence=20)) == 20
 
 
+def test_members_on_the_source_block_only_when_the_gate_asks():
+    def judged(**params):
+        rows = {TP: dict(lag=0, problem=None)}
+        checkpoints = {TP: dict(upstream_offset=100, downstream_offset=98, age_seconds=1.0)}
+        rules = dict(RULES, **params)
+        return kafka_mm2.group_verdict({TP: 100}, checkpoints, rows, ("Empty", 0), rules, source_state=("Stable", 3))
+
+    free = judged()
+    assert (free["can_roll_back"], free["reasons"], free["active_on_source"]) == (True, [], True)
+    assert judged(require_stopped_on_source=True)["reasons"] == [
+        "3 active member(s) on the source (state Stable): stop its consumers there first"
+    ]
+    assert "active_on_source" not in verdict()
+
+
 def test_mm2_down_and_an_unproven_partition_are_reasons():
     down = dict(alive=False, reason="MM2 is down: ...")
     assert verdict(liveness=down)["reasons"] == ["MM2 is down: ..."]
