@@ -184,6 +184,9 @@ class KafkaNode:
             "group.initial.rebalance.delay.ms": "0",
             # 1 MiB is the smallest segment 4.x accepts.
             "log.segment.bytes": str(1024 * 1024),
+            # The log cleaner takes its dedupe buffer (128 MiB by default) from the heap at start: half of the 256 MiB
+            # one broker has here, which ran out once (the TLS listener's start needs more).
+            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
             **secure,
             **self.overrides,
         }
