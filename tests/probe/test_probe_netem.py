@@ -1,15 +1,20 @@
 """Ground truth for latency and loss: in a namespace of our own, a userspace responder answers after a known
 delay, and iptables drops a known share of echo requests."""
 
+import statistics
 import time
 
 from .probe_lab import base_config, free_port, wait_for
+from .tools.icmp_delay_responder import holds
 
 
-def test_injected_30ms_delay_is_measured_within_1ms(netns, exporter):
+def test_injected_30ms_delay_is_measured_within_1ms(netns, exporter, tmp_path):
+    """The exporter's median per path is the responder's real median hold within 1 ms (on a busy machine the
+    responder replies late now and then: the 30 ms it was asked for is only the least), and never under 30 ms."""
     ns = netns()
     ns.sysctl("net.ipv4.ping_group_range", "0 2147483647")
-    responder = ns.responder("--delay=0.030", "--source=127.0.0.1")
+    held = tmp_path / "holds"
+    responder = ns.responder("--delay=0.030", "--source=127.0.0.1", f"--holds={held}")
     try:
         config = base_config(free_port(), interval=0.05, timeout=0.5, tcp={"enabled": False})
         config["icmp"]["socket"] = "dgram"  # the unprivileged path, with kernel timestamps too
@@ -22,13 +27,15 @@ def test_injected_30ms_delay_is_measured_within_1ms(netns, exporter):
         )
         for i in range(2, 6):
             icmp = e.path(f"127.0.0.{i}")["icmp"]
+            real = statistics.median(holds(held.read_text(), "127.0.0.1", f"127.0.0.{i}"))
             assert icmp["sent"] >= 30 and icmp["received"] == icmp["sent"], icmp
-            assert abs(icmp["rtt_median_seconds"] - 0.030) < 0.001, icmp
+            assert abs(icmp["rtt_median_seconds"] - real) < 0.001, (real, icmp)
             assert icmp["rtt_median_seconds"] >= 0.030  # a reply cannot beat the delay
         assert e.path("::1")["icmp"]["rtt_median_seconds"] < 0.001
         scrape = e.metrics()
         gauge = e.sample("infra_obs_probe_rtt_window_seconds", scrape, target="127.0.0.2", quantile="0.5")
-        assert 0.030 <= gauge < 0.031, gauge  # the exact median, as Prometheus reads it
+        real = statistics.median(holds(held.read_text(), "127.0.0.1", "127.0.0.2"))
+        assert gauge >= 0.030 and abs(gauge - real) < 0.001, (gauge, real)  # the exact median, as Prometheus reads it
         buckets = {
             float(s.labels["le"]): s.value
             for fam in scrape

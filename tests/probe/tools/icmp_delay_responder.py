@@ -12,6 +12,11 @@ The delay applies to a request whose source is one of --source or whose destinat
 (to every request when neither is given, to none with --delay 0). Decoys: a reply with another identifier, one
 with a sequence number nobody sent, and one from the wrong sender. Replies come from the address the request
 was sent to. Prints "ready" once listening.
+
+--holds FILE appends a line per reply: "SOURCE DESTINATION SECONDS", the time from the kernel's receive stamp of
+the request to the return of the reply's send. That is the delay the responder really gave: on a busy machine it
+is descheduled now and then and replies late, and a test compares the exporter's numbers with this, not with
+--delay (which is only the least a reply is held).
 """
 
 from __future__ import annotations
@@ -47,6 +52,11 @@ def echo_reply(ident: int, seq: int, payload: bytes) -> bytes:
     return struct.pack("!BBHHH", 0, 0, checksum(header + payload), ident, seq) + payload
 
 
+def holds(text: str, to: str, source: str) -> list[float]:
+    """The real holds, in seconds, of the replies to `to` from `source`, out of a --holds file's text."""
+    return [float(seconds) for line in text.splitlines() for t, s, seconds in [line.split()] if (t, s) == (to, source)]
+
+
 class Responder:
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -54,8 +64,10 @@ class Responder:
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         # Only echo requests (type 8): our own replies must not come back to us.
         self.sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", 0xFFFFFFFF & ~(1 << 8)))
-        self.queue: list[tuple[int, int, bytes, str, str]] = []  # (due ns realtime, n, packet, to, from)
+        # (due ns, n, received ns; realtime), packet, to, from
+        self.queue: list[tuple[int, int, int, bytes, str, str]] = []
         self.n = 0
+        self.holds = open(args.holds, "a", buffering=1) if args.holds else None  # noqa: SIM115 (open as long as we run)
 
     def chosen(self, src: str, dst: str) -> bool:
         a = self.args
@@ -67,9 +79,9 @@ class Responder:
         pktinfo = struct.pack("=i4s4s", 0, socket.inet_aton(source), b"\0\0\0\0")
         self.sock.sendmsg([packet], [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)], 0, (to, 0))
 
-    def later(self, due: int, packet: bytes, to: str, source: str) -> None:
+    def later(self, due: int, received: int, packet: bytes, to: str, source: str) -> None:
         self.n += 1
-        heapq.heappush(self.queue, (due, self.n, packet, to, source))
+        heapq.heappush(self.queue, (due, self.n, received, packet, to, source))
 
     def handle(self, data: bytes, received_ns: int) -> None:
         ihl = (data[0] & 15) * 4
@@ -88,7 +100,7 @@ class Responder:
         if dst in a.corrupt_to and payload:
             payload = payload[:-1] + bytes([payload[-1] ^ 0xFF])
         delay = int(a.delay * 1e9) if self.chosen(src, dst) else 0
-        self.later(received_ns + delay, echo_reply(ident, seq, payload), src, dst)
+        self.later(received_ns + delay, received_ns, echo_reply(ident, seq, payload), src, dst)
 
     def run(self) -> None:
         print("ready", flush=True)
@@ -106,10 +118,12 @@ class Responder:
                         stamp = sec * 1_000_000_000 + nsec
                 self.handle(data, stamp)
             while self.queue and self.queue[0][0] <= time.time_ns() + SPIN_NS:
-                due, _, packet, to, source = heapq.heappop(self.queue)
+                due, _, received, packet, to, source = heapq.heappop(self.queue)
                 while time.time_ns() < due:
                     pass
                 self.send(packet, to, source)
+                if self.holds:
+                    self.holds.write(f"{to} {source} {(time.time_ns() - received) / 1e9:.9f}\n")
 
 
 def main() -> int:
@@ -120,6 +134,7 @@ def main() -> int:
     parser.add_argument("--corrupt-to", action="append", default=[], help="corrupt replies from this address")
     parser.add_argument("--decoys-to", action="append", default=[], help="send decoys before replies from here")
     parser.add_argument("--decoy-source", default="127.0.0.254", help="sender of the wrong-sender decoy")
+    parser.add_argument("--holds", help="append each reply's real hold to this file")
     Responder(parser.parse_args()).run()
     return 0
 
