@@ -34,16 +34,23 @@ run() {  # run SCENARIO [stream]: molecule test, logged; the exit status is mole
     return "$status"
 }
 
-failures() {  # failures SCENARIO: what failed, from its log
-    local log=$log_dir/molecule-$1.log
-    echo "== what failed in molecule scenario $1, from $log:"
-    # With colours on, molecule draws a border ("  │ ") before each line of the commands it runs.
-    sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^ *│ \{0,1\}//' "$log" |
+plain_log() {  # plain_log SCENARIO: its log without colours, and without the border ("  │ ") molecule draws
+    sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^ *│ \{0,1\}//' "$log_dir/molecule-$1.log"
+}
+
+failures() {  # failures SCENARIO: what failed, from its log ("FAILED - RETRYING" is an until loop's, not a failure)
+    echo "== what failed in molecule scenario $1, from $log_dir/molecule-$1.log:"
+    plain_log "$1" | grep -a -v 'FAILED - RETRYING' |
         grep -a -n -E -A15 'fatal: \[|failed: \[|FAILED!|^E  |^FAILED |unreachable: \[' | tail -n 150 || true
 }
 
+headlines() {  # headlines SCENARIO: a line or three per failure, printed last, where the tail of a CI log shows them
+    plain_log "$1" | grep -a -v 'FAILED - RETRYING' |
+        grep -a -E -A3 '^(FAILED|ERROR)( [^ ]+::|$)|fatal: \[|failed: \[|unreachable: \[' | cut -c1-300 | tail -n 20 || true
+}
+
 if (($# == 1)) && [[ -z $then_run$beside_run ]]; then
-    run "$1" stream || { failures "$1"; exit 1; }
+    run "$1" stream || { failures "$1"; headlines "$1"; exit 1; }
     exit 0
 fi
 
@@ -94,4 +101,8 @@ if [[ -n $beside_failed ]]; then
     echo "== what $beside_run printed, from $log_dir/beside.log:"
     tail -n 60 "$log_dir/beside.log"
 fi
+for scenario in "${failed[@]}"; do
+    echo "== molecule scenario $scenario, in short:"
+    headlines "$scenario"
+done
 [[ ${#failed[@]} == 0 && -z $then_failed && -z $beside_failed ]]
