@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,30 @@ def container_ip(name: str) -> str:
     ).stdout
     networks = json.loads(out)
     return next(iter(networks.values()))["IPAddress"]
+
+
+def project_repository(dest: pathlib.Path) -> pathlib.Path:
+    """This project's files as they would be committed (tracked, and untracked but not ignored), copied into dest
+    and made a git repository of their own with that first commit: where the pipeline's tests and benchmark commit
+    and tag their changes."""
+    listed = subprocess.check_output(
+        ["git", "-C", str(_REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"], text=True
+    )
+    for name in filter(None, listed.split("\0")):
+        source = _REPO / name
+        if source.is_file() or source.is_symlink():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name, follow_symlinks=False)
+    git_as_alice(dest, "init", "-q")
+    git_as_alice(dest, "add", "-A")
+    git_as_alice(dest, "commit", "-q", "-m", "the project")
+    return dest
+
+
+def git_as_alice(repository: pathlib.Path, *args: str) -> None:
+    """git in that repository, as a committer named alice (tests and benchmarks commit as someone)."""
+    identity = ("-c", "user.name=alice", "-c", "user.email=alice@example.com")
+    subprocess.run(["git", "-C", str(repository), *identity, *args], check=True, capture_output=True)
 
 
 def active_targets(prometheus_url: str) -> list[dict]:
