@@ -11,8 +11,8 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION := collections/ansible_collections/infra/obs
 MOLECULE_SCENARIOS := probe whitelist mm2
 
-.PHONY: setup venv collection demo test check lint unit molecule bench-whitelist bench-probe bench-mm2 store-up store-down \
-	lab-up lab-down clean
+.PHONY: setup venv collection demo test check lint unit molecule bench-whitelist bench-probe bench-mm2 bench-deploy store-up store-down \
+	lab-up lab-down clean package publish releases is-production plan deploy verify record rollback release
 
 setup: venv
 	scripts/setup-host.sh
@@ -49,6 +49,7 @@ lint: venv
 	ruff check .
 	ruff format --check .
 	yamllint -s .
+	scripts/setup-groovy-lint.sh >/dev/null && npm-groovy-lint --noserver --config jenkins/.groovylintrc.json --loglevel warning --failon warning jenkins/Jenkinsfile
 	ansible-lint
 	python scripts/check_argument_specs.py
 	cd $(COLLECTION) && antsibull-changelog lint
@@ -73,6 +74,44 @@ test: venv molecule
 # Quick feedback: lint and pytest, without the molecule scenarios.
 check: lint unit
 
+# The delivery pipeline's stages (jenkins/Jenkinsfile calls each; docs/pipeline.md). A release is packed from the
+# tag's commit alone into dist/TAG/, published under releases/TAG/ in the store once, and deployed from what is
+# fetched back (INVENTORY and PLAYBOOK are paths inside the release). The lab's store unless another is named.
+INVENTORY ?= inventories/lab/hosts.yml
+PLAYBOOK ?= playbooks/site.yml
+RELEASE_STORE := $(if $(INFRA_OBS_RELEASE_ENDPOINT),venv,store-up)
+RELEASE := python scripts/release.py
+
+package: venv
+	$(RELEASE) package "$(TAG)"
+
+publish: $(RELEASE_STORE)
+	$(RELEASE) publish "$(TAG)"
+
+releases: $(RELEASE_STORE)
+	$(RELEASE) list
+
+is-production: venv
+	$(RELEASE) is-production "$(INVENTORY)"
+
+plan deploy: $(RELEASE_STORE)
+	$(RELEASE) $@ "$(TAG)" "$(INVENTORY)" "$(LIMIT)" "$(PLAYBOOK)"
+
+verify: venv
+	$(RELEASE) verify "$(TAG)" "$(INVENTORY)" "$(LIMIT)"
+
+record: $(RELEASE_STORE)
+	$(RELEASE) record "$(INVENTORY)" "$(RESULT)"
+
+rollback: $(RELEASE_STORE)
+	$(RELEASE) rollback "$(INVENTORY)"
+
+# The whole chain outside Jenkins, as its stages run there: a failed stage is recorded too.
+release: $(RELEASE_STORE)
+	$(MAKE) --no-print-directory package publish plan deploy verify || \
+		{ $(MAKE) --no-print-directory record RESULT=failed; exit 1; }
+	$(MAKE) --no-print-directory record
+
 # Benchmarks compare with their peer in one run and print ratios; they are not part of `make test`.
 bench-whitelist: setup
 	python bench/whitelist/run.py
@@ -80,6 +119,10 @@ bench-whitelist: setup
 # bench/probe fetches smokeping_prober itself (scripts/fetch-smokeping-prober.sh).
 bench-probe: setup
 	python bench/probe/run.py
+
+# bench/deploy starts proxies of its own (containers of the base image, reached over SSH) and deploys to them.
+bench-deploy: setup store-up
+	python bench/deploy/run.py
 
 # bench/mm2 runs real KRaft clusters and MirrorMaker 2 on loopback from the jars of scripts/fetch-kafka.sh.
 bench-mm2: setup
