@@ -41,3 +41,10 @@ if [[ ! -f $INFRA_OBS_CACHE/ssh/id_ed25519 ]]; then
   install -d -m 700 "$INFRA_OBS_CACHE/ssh"
   ssh-keygen -q -t ed25519 -N '' -C infra-obs-lab -f "$INFRA_OBS_CACHE/ssh/id_ed25519"
 fi
+# The pipeline's deploy key: the user `deploy` on the test hosts authorises it, and the pipeline reaches them with it
+# over the network, as Jenkins reaches a fleet (docs/pipeline.md).
+if [[ ! -f $INFRA_OBS_CACHE/ssh/deploy_ed25519 ]]; then
+  log "ssh: making the pipeline's deploy key $INFRA_OBS_CACHE/ssh/deploy_ed25519"
+  install -d -m 700 "$INFRA_OBS_CACHE/ssh"
+  ssh-keygen -q -t ed25519 -N '' -C infra-obs-deploy -f "$INFRA_OBS_CACHE/ssh/deploy_ed25519"
+fi
