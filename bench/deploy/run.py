@@ -1,0 +1,230 @@
+"""Deploy benchmark: how long a whitelist-only release takes from publish to answering on every proxy, and the
+deploy stage with Ansible's defaults against the pipeline's SSH settings (pipelining, ControlPersist, forks).
+
+Prints a Markdown report on stdout (progress on stderr). Exits 1 when a deployment fails or a change never answers;
+a missed goal is reported as "goal missed". See README.md in this directory for the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import release  # noqa: E402
+import yaml  # noqa: E402
+from labinfo import container_ip, git_as_alice, project_repository, wait_for  # noqa: E402
+
+CACHE = pathlib.Path(os.environ.get("INFRA_OBS_CACHE", "/var/cache/infra-obs"))
+IMAGE = os.environ.get("INFRA_OBS_BASE_IMAGE", "localhost/infra-obs-base:latest")
+PREFIX = "infraobs-bench-deploy-"
+NETWORK = f"{PREFIX}net"
+INVENTORY = "inventories/bench/hosts.yml"
+PLAYBOOK = "playbooks/whitelist.yml"
+# Ansible's own defaults for what the pipeline tunes: no pipelining, 5 forks, and ssh_args as ansible-core ships them.
+DEFAULTS = {"pipelining": "False", "forks": "5", "ssh_args": "-C -o ControlMaster=auto -o ControlPersist=60s"}
+TUNED = {"pipelining": "True", "forks": "25", "ssh_args": "-o ControlMaster=auto -o ControlPersist=60s"}
+PIPELINE_CONFIG = release.ansible_config  # the pipeline's own config, which settings() rewrites
+
+
+def log(message: str) -> None:
+    print(f"[bench-deploy] {message}", file=sys.stderr, flush=True)
+
+
+def sh(*command: str) -> str:
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+def start_hosts(proxies: int) -> list[str]:
+    """The proxies and a client (which also serves the origin's page), containers of the lab's base image, with the
+    user `deploy`, the pipeline's key and sudo: a fleet as the pipeline reaches it."""
+    names = [f"{PREFIX}proxy{i}" for i in range(1, proxies + 1)] + [f"{PREFIX}client"]
+    subprocess.run(["scripts/lab.sh", "clean", PREFIX], cwd=ROOT, check=True)
+    sh("podman", "network", "create", NETWORK)
+    for name in names:
+        sh("podman", "run", "-d", "--name", name, "--network", NETWORK, "--systemd=always", IMAGE, "/sbin/init")
+    key = (CACHE / "ssh/deploy_ed25519.pub").read_text().strip()
+    setup = (
+        "until systemctl is-system-running --wait >/dev/null 2>&1 || systemctl is-system-running | grep -q degraded;"
+        " do sleep 1; done; useradd -m -s /bin/bash deploy && install -d -m 700 -o deploy -g deploy ~deploy/.ssh &&"
+        f" echo '{key}' > ~deploy/.ssh/authorized_keys && chown deploy: ~deploy/.ssh/authorized_keys &&"
+        " echo 'deploy ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/deploy && chmod 440 /etc/sudoers.d/deploy"
+    )
+    for name in names:
+        sh("podman", "exec", name, "sh", "-c", setup)
+    client = names[-1]
+    sh(
+        "podman",
+        "exec",
+        "-d",
+        client,
+        "sh",
+        "-c",
+        "mkdir -p /srv && echo origin > /srv/index.html && exec python3 -m http.server 8080 --directory /srv",
+    )
+    return names
+
+
+def whitelist(client_ip: str, allowed: bool) -> str:
+    """The release's whitelist: the client (also the origin) allowed or not; a TEST-NET address stays listed."""
+    cidrs = ["192.0.2.1/32", *([f"{client_ip}/32"] if allowed else [])]
+    document = {
+        "groups": {"clients": {"cidrs": cidrs}},
+        "backends": {"web": {"protocol": "http", "listen": 8080, "upstreams": [f"{client_ip}:8080"]}},
+        "rules": [{"backend": "web", "groups": ["clients"]}],
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def commit(repo: pathlib.Path, tag: str, proxies: list[str], client_ip: str, allowed: bool) -> None:
+    inventory = repo / INVENTORY
+    if not inventory.exists():
+        (inventory.parent / "whitelists").mkdir(parents=True)
+        shutil.copytree(ROOT / "inventories/lab/group_vars", inventory.parent / "group_vars")
+    hosts = {name: {"ansible_host": container_ip(name), "region": "bench", "az": "bench-a"} for name in proxies}
+    document = {
+        "all": {
+            "vars": {
+                "ansible_user": "deploy",
+                "ansible_ssh_private_key_file": str(CACHE / "ssh/deploy_ed25519"),
+                "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "infra_obs_batch_size": "100%",
+                "nginx_whitelist_consul_register": False,  # no Consul on these hosts
+            },
+            "children": {"whitelist_proxies": {"hosts": hosts}},
+        }
+    }
+    inventory.write_text(yaml.safe_dump(document, sort_keys=False))
+    (inventory.parent / "whitelists/teams.yml").write_text(whitelist(client_ip, allowed))
+    git_as_alice(repo, "add", "-A")
+    git_as_alice(repo, "commit", "-q", "--allow-empty", "-m", tag)
+    git_as_alice(repo, "tag", tag)
+
+
+def answers(client: str, proxies: list[str], status: str) -> bool:
+    for proxy in proxies:
+        got = sh(
+            "podman",
+            "exec",
+            client,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            f"http://{container_ip(proxy)}:8080/",
+        )
+        if got != status:
+            return False
+    return True
+
+
+def settings(values: dict[str, str]):
+    """release.ansible_config with these SSH settings in place of the pipeline's."""
+
+    def config(work: pathlib.Path, inventory: str) -> pathlib.Path:
+        path = PIPELINE_CONFIG(work, inventory)
+        lines = []
+        for line in path.read_text().splitlines():
+            name = line.split("=", 1)[0].strip()
+            lines.append(f"{name} = {values[name]}" if name in values else line)
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    return config
+
+
+def deploy(tag: str) -> float:
+    started = time.monotonic()
+    release.ansible_run("deploy", tag, INVENTORY, "", PLAYBOOK)
+    return time.monotonic() - started
+
+
+def measure(repo: pathlib.Path, proxies: list[str], client: str, rounds: int) -> tuple[float, dict[str, list[float]]]:
+    """Publish -> live for a change that allows the client, then the deploy stage under each setting."""
+    client_ip = container_ip(client)
+    log(f"{len(proxies)} proxies; first deploy (nginx installed), not measured")
+    commit(repo, "b0", proxies, client_ip, allowed=False)
+    release.package("b0")
+    release.publish("b0")
+    deploy("b0")
+    if not answers(client, proxies, "403"):
+        raise SystemExit("bench-deploy: the first release does not refuse the client")
+
+    log("publish -> live: the client allowed")
+    commit(repo, "b1", proxies, client_ip, allowed=True)
+    release.package("b1")
+    started = time.monotonic()
+    release.publish("b1")
+    deploy("b1")
+    if not wait_for(lambda: answers(client, proxies, "200"), 60, interval=0.2):
+        raise SystemExit("bench-deploy: the change never answered on every proxy")
+    to_live = time.monotonic() - started
+
+    tags = []
+    for i in range(2):
+        tags.append(f"b{i + 2}")
+        commit(repo, tags[-1], proxies, client_ip, allowed=bool(i))
+        release.package(tags[-1])
+        release.publish(tags[-1])
+    times: dict[str, list[float]] = {"defaults": [], "tuned": []}
+    for round_ in range(rounds):
+        for name, values in (("defaults", DEFAULTS), ("tuned", TUNED)):
+            release.ansible_config = settings(values)
+            for tag in tags:  # each deploy changes the whitelist
+                times[name].append(deploy(tag))
+                log(f"round {round_ + 1}, {name}, {tag}: {times[name][-1]:.1f} s")
+    return to_live, times
+
+
+def report(proxies: int, to_live: float, times: dict[str, list[float]]) -> None:
+    defaults, tuned = statistics.median(times["defaults"]), statistics.median(times["tuned"])
+    print("# Deploy benchmark\n")
+    print(
+        f"{proxies} proxies (containers of the lab's base image, reached over SSH as `deploy` with sudo), "
+        f"`{PLAYBOOK}`, a whitelist-only release.\n"
+    )
+    print("| measure | seconds |\n|---|---:|")
+    print(f"| publish -> the change answering on every proxy | {to_live:.1f} |")
+    print(f"| deploy stage, Ansible's defaults (median of {len(times['defaults'])}) | {defaults:.1f} |")
+    print(f"| deploy stage, the pipeline's settings (median of {len(times['tuned'])}) | {tuned:.1f} |")
+    print(f"\nDefaults / tuned: **{defaults / tuned:.2f}x**.\n")
+    print(f"- publish -> live within 60 s: {'goal met' if to_live <= 60 else 'goal missed'} ({to_live:.1f} s)")
+    ratio = defaults / tuned
+    print(f"- tuned at least 2x faster: {'goal met' if ratio >= 2 else 'goal missed'} ({ratio:.2f}x)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--proxies", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="deploys per setting and round: two whitelists")
+    args = parser.parse_args()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-deploy-"))
+    try:
+        names = start_hosts(args.proxies)
+        repo = project_repository(work / "repo")
+        release.REPO, release.DIST = repo, repo / "dist"
+        release.BUCKET = f"bench-deploy-{uuid.uuid4().hex[:8]}"
+        release.TEXTFILE = str(work / "infra_obs_deploy.prom")
+        to_live, times = measure(repo, names[:-1], names[-1], args.rounds)
+    finally:
+        subprocess.run(["scripts/lab.sh", "clean", PREFIX], cwd=ROOT, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    report(args.proxies, to_live, times)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
