@@ -277,6 +277,18 @@ def read(s3, object_key: str) -> bytes:
         raise ReleaseError(f"s3://{BUCKET}/{object_key}: {error.response['Error'].get('Code', error)}") from None
 
 
+def bucket_exists(s3) -> bool:
+    """HEAD on the bucket: a deploy user of a real store may read and write it without being allowed to list every
+    bucket of the account."""
+    try:
+        s3.head_bucket(Bucket=BUCKET)
+    except botocore.exceptions.ClientError as error:
+        if error.response["Error"].get("Code") in {"404", "NoSuchBucket"}:
+            return False
+        raise
+    return True
+
+
 def put_new(s3, object_key: str, data: bytes) -> None:
     """Write an object that must not exist: the store itself refuses an overwrite (If-None-Match), no race."""
     try:
@@ -303,7 +315,7 @@ def publish(tag: str) -> str:
     if manifest.tag != tag:
         raise ReleaseError(f"{local / MANIFEST}: key tag: {manifest.tag!r}, not {tag!r}")
     s3 = client()
-    if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+    if not bucket_exists(s3):
         s3.create_bucket(Bucket=BUCKET)
     there = s3.list_objects_v2(Bucket=BUCKET, Prefix=key(tag)).get("KeyCount", 0)
     if there:
@@ -336,7 +348,7 @@ def publish(tag: str) -> str:
 def index() -> list[dict]:
     """Every release in the store, oldest publish first; one whose publish.json is missing is "incomplete"."""
     s3 = client()
-    if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+    if not bucket_exists(s3):
         return []
     tags = [
         p["Prefix"].split("/")[1]
@@ -488,7 +500,10 @@ def playbook_run(stage: str, tag: str, inventory: str, limit: str, playbook: str
     manifest = fetch(tag, work / "release")
     tree = work / "tree"
     with tarfile.open(work / "release/deploy.tar.gz") as tar:
-        tar.extractall(tree, filter="data")
+        try:
+            tar.extractall(tree, filter="data")
+        except tarfile.FilterError as error:  # e.g. a link out of the tree: refused, whatever its sums say
+            raise ReleaseError(f"release {tag}: deploy.tar.gz: {error}") from None
     for path, name in ((inventory, "INVENTORY"), (playbook, "PLAYBOOK")):
         if not (tree / path).is_file():
             raise ReleaseError(f"{name}={path}: not a file in release {tag}")
@@ -572,7 +587,7 @@ def record(inventory: str, result: str = "") -> dict:
     stamp = document["start"].replace(":", "").replace("-", "").replace("+0000", "Z")
     object_key = f"{RECORDS}/{inventory.replace('/', '_')}/{stamp}-{document['tag']}-{secrets.token_hex(4)}.json"
     s3 = client()
-    if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+    if not bucket_exists(s3):
         s3.create_bucket(Bucket=BUCKET)
     put_new(s3, object_key, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
     shutil.rmtree(run_dir())

@@ -275,3 +275,24 @@ def test_rollback_returns_to_the_newest_deployed_tag_before_the_newest_run(relea
     assert release.rollback("inventories/lab/hosts.yml")["tag"] == "v1"
     with pytest.raises(rel.ReleaseError, match="no deployment recorded"):
         release.rollback("inventories/other/hosts.yml")
+
+
+def test_a_release_whose_tree_leaves_its_directory_is_refused_and_recorded(release, tmp_path):
+    """Sums prove what was published, not that it is safe: a link out of the tree in deploy.tar.gz (a hostile
+    publisher's) stops the deploy before Ansible runs, and the run's result says why."""
+    package = release.package(TAG)
+    link = tarfile.TarInfo("inventories/lab/hosts.yml")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    hostile = release.deterministic_tgz([(link, None)], 0)
+    (package / "deploy.tar.gz").write_bytes(hostile)
+    manifest = json.loads((package / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["name"] == "deploy.tar.gz":
+            entry.update(sha256=hashlib.sha256(hostile).hexdigest(), size=len(hostile))
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    release.publish(TAG)
+    refused = r"deploy of v1\.0\.0 on inventories/lab/hosts\.yml failed: release v1\.0\.0: deploy\.tar\.gz: "
+    with pytest.raises(rel.ReleaseError, match=refused):
+        release.ansible_run("deploy", TAG, "inventories/lab/hosts.yml")
+    result = json.loads((release.run_dir() / "deploy.json").read_text())
+    assert result["result"] == "failed" and "is a link to an absolute path" in result["error"], result
