@@ -6,7 +6,7 @@ import subprocess
 import sys
 from collections import defaultdict
 
-from labinfo import active_targets, container_ip, prometheus_query, wait_for
+from labinfo import active_targets, container_ip, http_status, prometheus_query, wait_for
 
 INVENTORY = "inventories/lab/hosts.yml"
 
@@ -27,22 +27,7 @@ def whitelist_requests(lab: dict) -> bool:
     print(f"\nWhitelist proxy: {proxy['ansible_host']} ({url}), rules in inventories/lab/whitelists/")
     ok = True
     for client, expected in ((lab["prometheus"]["hosts"][0], "200"), (lab["nodes"]["hosts"][-1], "403")):
-        status = subprocess.run(
-            [
-                "podman",
-                "exec",
-                hostvars[client]["ansible_host"],
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-        ).stdout
+        status = http_status(hostvars[client]["ansible_host"], url)
         verdict = "allowed" if status == "200" else "denied" if status == "403" else "unexpected"
         print(f"  from {client:<12} ({hostvars[client]['lab_ipv4']}): HTTP {status or '-'} {verdict}")
         ok &= status == expected

@@ -26,6 +26,15 @@ def container_ip(name: str) -> str:
     return next(iter(networks.values()))["IPAddress"]
 
 
+def http_status(container: str, url: str) -> str:
+    """The HTTP status a lab container gets for url (curl inside it, from its own address); "" when none came."""
+    return subprocess.run(
+        ["podman", "exec", container, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url],
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
 def project_repository(dest: pathlib.Path) -> pathlib.Path:
     """This project's files as they would be committed (tracked, and untracked but not ignored), copied into dest
     and made a git repository of their own with that first commit: where the pipeline's tests and benchmark commit

@@ -555,7 +555,7 @@ def record(inventory: str, result: str = "") -> dict:
         for stage in STAGES
         if (run_dir() / f"{stage}.json").is_file()
     }
-    ran = [stages[s] for s in STAGES if s in stages]
+    ran = list(stages.values())  # in STAGES order
     if not ran or any(s["inventory"] != inventory for s in ran):
         raise ReleaseError(f"{run_dir()}: no plan, deploy or verify of INVENTORY={inventory} to record")
     if len({s["tag"] for s in ran}) > 1:

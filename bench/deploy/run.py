@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import release  # noqa: E402
 import yaml  # noqa: E402
-from labinfo import container_ip, git_as_alice, project_repository, wait_for  # noqa: E402
+from labinfo import container_ip, git_as_alice, http_status, project_repository, wait_for  # noqa: E402
 
 CACHE = pathlib.Path(os.environ.get("INFRA_OBS_CACHE", "/var/cache/infra-obs"))
 IMAGE = os.environ.get("INFRA_OBS_BASE_IMAGE", "localhost/infra-obs-base:latest")
@@ -120,18 +120,7 @@ def commit(repo: pathlib.Path, tag: str, proxies: list[str], client_ip: str, *, 
 
 def answers(client: str, proxies: list[str], status: str) -> bool:
     for proxy in proxies:
-        got = sh(
-            "podman",
-            "exec",
-            client,
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            f"http://{container_ip(proxy)}:8080/",
-        )
+        got = http_status(client, f"http://{container_ip(proxy)}:8080/")
         if got != status:
             return False
     return True
