@@ -94,11 +94,10 @@ releases: $(RELEASE_STORE)
 is-production: venv
 	$(RELEASE) is-production "$(INVENTORY)"
 
-plan deploy: $(RELEASE_STORE)
+# verify, the service-quality gate: PLAYBOOK in check mode on every host (drift from the release) and the
+# inventory's checks once on every quality checker (playbooks/verify.yml); a table, and non-zero on any failure.
+plan deploy verify: $(RELEASE_STORE)
 	$(RELEASE) $@ "$(TAG)" "$(INVENTORY)" "$(LIMIT)" "$(PLAYBOOK)"
-
-verify: venv
-	$(RELEASE) verify "$(TAG)" "$(INVENTORY)" "$(LIMIT)"
 
 record: $(RELEASE_STORE)
 	$(RELEASE) record "$(INVENTORY)" "$(RESULT)"

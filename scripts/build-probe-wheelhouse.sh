@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Packs our probe exporter (probe/) with the wheels of its dependencies, pinned by constraints.txt, into
-# infra-obs-probe-VERSION.tar.gz for the mirror: hosts install it into a virtualenv without reaching PyPI. pip's own
-# wheel rides along as bootstrap/pip.whl (outside the find-links directory), so a host needs neither python3-venv nor
-# ensurepip: the role makes the virtualenv --without-pip and runs pip from that wheel.
+# Packs our probe exporter and quality checker (probe/) with the wheels of its dependencies (its grpc extra's too),
+# pinned by constraints.txt, into infra-obs-probe-VERSION.tar.gz for the mirror: hosts install it into a virtualenv
+# without reaching PyPI. pip's own wheel rides along as bootstrap/pip.whl (outside the find-links directory), so a
+# host needs neither python3-venv nor ensurepip: the role makes the virtualenv --without-pip and runs pip from it.
 # Rebuilt when the package's sources or this recipe change; reproducible (fixed mtimes), so the same sources give the
 # same sum.
 set -euo pipefail
@@ -28,7 +28,7 @@ cp -r "$REPO_ROOT/probe" "$work/src"
 rm -rf "$work/src/build" "$work/src/src/"*.egg-info
 export SOURCE_DATE_EPOCH=315532800 PIP_DISABLE_PIP_VERSION_CHECK=1
 "$INFRA_OBS_CACHE/venv/bin/pip" wheel --quiet --wheel-dir "$work/$name" \
-  --constraint "$REPO_ROOT/constraints.txt" "$work/src"
+  --constraint "$REPO_ROOT/constraints.txt" "$work/src[grpc]"
 echo "infra-obs-probe==$version" >"$work/$name/requirements.txt"
 "$INFRA_OBS_CACHE/venv/bin/pip" download --quiet --no-deps --dest "$work/bootstrap" \
   --constraint "$REPO_ROOT/constraints.txt" pip

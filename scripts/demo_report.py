@@ -1,5 +1,6 @@
 """Prints where to look after `make demo`: Prometheus's address and its targets by region and AZ, the probe mesh, one
-allowed and one denied request through the lab's whitelist proxy, and the MirrorMaker 2 flow as Prometheus sees it."""
+allowed and one denied request through the lab's whitelist proxy, the MirrorMaker 2 flow as Prometheus sees it, and
+the service-quality checkers' results."""
 
 import json
 import subprocess
@@ -107,6 +108,32 @@ def mm2_flows(lab: dict, url: str) -> bool:
     return ok
 
 
+def quality_checks(lab: dict, url: str) -> bool:
+    """Each standing checker's results in Prometheus: every check of inventories/lab/checks/ passing."""
+    hostvars = lab["_meta"]["hostvars"]
+    checkers = lab.get("quality_checkers", {}).get("hosts", [])
+
+    def results():
+        found = prometheus_query(url, "infra_obs_quality_check_success")
+        nodes = {s["metric"].get("node") for s in found}
+        passing = all(s["value"][1] == "1" for s in found)
+        return found if set(checkers) <= nodes and passing else None
+
+    found = wait_for(results, 90) or prometheus_query(url, "infra_obs_quality_check_success")
+    print("\nService-quality checkers (checks: inventories/lab/checks/; `make verify` runs them once as a gate):")
+    ok = bool(checkers)
+    for checker in checkers:
+        mine = [s for s in found if s["metric"].get("node") == checker]
+        failed = sorted(f"{s['metric']['check']} ({s['metric']['target']})" for s in mine if s["value"][1] != "1")
+        print(
+            f"  {checker:<12} {len(mine) - len(failed)} of {len(mine)} results passing"
+            f"{': failing ' + ', '.join(failed) if failed else ''}"
+            f"  (http://{hostvars[checker]['lab_ipv4']}:9429/results.json)"
+        )
+        ok = ok and bool(mine) and not failed
+    return ok
+
+
 def all_hosts(lab: dict, group: str) -> list[str]:
     """The hosts of an inventory group, its children's included."""
     entry = lab.get(group, {})
@@ -153,7 +180,10 @@ def main() -> int:
             "\nan MM2 flow is not replicating or its readiness check does not pass after 90 s; see above",
             file=sys.stderr,
         )
-    return 0 if complete and mesh_ok and whitelist_ok and mm2_ok else 1
+    quality_ok = quality_checks(lab, url)
+    if not quality_ok:
+        print("\na quality checker has no results or a failing check after 90 s; see above", file=sys.stderr)
+    return 0 if complete and mesh_ok and whitelist_ok and mm2_ok and quality_ok else 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ and fetched back with every sum checked. The Jenkinsfile's package and publish s
     python scripts/release.py fetch TAG DIR   # every object downloaded and checked against the manifest
     python scripts/release.py plan|deploy TAG INVENTORY [LIMIT] [PLAYBOOK]
                                               # ansible-playbook (--check --diff for plan) from the fetched release
-    python scripts/release.py verify TAG INVENTORY [LIMIT]   # the service-quality gate (not built yet: fails)
+    python scripts/release.py verify TAG INVENTORY [LIMIT] [PLAYBOOK]
+                                              # the service-quality gate: no drift from the release on any host,
+                                              # every check passing on every quality checker
     python scripts/release.py record INVENTORY [RESULT]      # the run's audit record, into records/ in the store
     python scripts/release.py rollback INVENTORY             # deploys the last tag recorded good before the newest
     python scripts/release.py is-production INVENTORY        # exit 0: approval needed; 10: not production
@@ -45,6 +47,9 @@ import store
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "probe/src"))  # the gate's results print as the checker prints them
+from infra_obs_probe.quality.checks import Result, table  # noqa: E402
+
 DIST = REPO / "dist"
 BUCKET = os.environ.get("INFRA_OBS_RELEASE_BUCKET", "infra-obs-releases")
 PREFIX = "releases"
@@ -469,8 +474,8 @@ def ansible_config(work: pathlib.Path, inventory: str) -> pathlib.Path:
 
 
 def ansible_run(stage: str, tag: str, inventory: str, limit: str = "", playbook: str = "playbooks/site.yml") -> dict:
-    """plan (--check --diff) or deploy: fetch and check the release, install its collection in a private path and
-    run its playbook on its inventory. The result, a failure too (a tampered object), is left in the run
+    """plan (--check --diff), deploy or verify: fetch and check the release, install its collection in a private
+    path and run its playbooks on its inventory. The result, a failure too (a tampered object), is left in the run
     directory for the record."""
     checked_tag(tag)
     checked_path(inventory, "INVENTORY")
@@ -481,7 +486,8 @@ def ansible_run(stage: str, tag: str, inventory: str, limit: str = "", playbook:
     result = {"stage": stage, "tag": tag, "inventory": inventory, "limit": limit, "playbook": playbook}
     result["start"] = now()
     try:
-        result.update(playbook_run(stage, tag, inventory, limit, playbook))
+        release = Release.prepare(tag, inventory, playbook)
+        result.update(gate(release, limit) if stage == "verify" else release.run_stage(stage, limit))
     except ReleaseError as error:
         result.update(result="failed", error=str(error))
     finally:
@@ -494,53 +500,117 @@ def ansible_run(stage: str, tag: str, inventory: str, limit: str = "", playbook:
     return result
 
 
-def playbook_run(stage: str, tag: str, inventory: str, limit: str, playbook: str) -> dict:
-    work = DIST / "deploy" / tag
-    shutil.rmtree(work, ignore_errors=True)
-    manifest = fetch(tag, work / "release")
-    tree = work / "tree"
-    with tarfile.open(work / "release/deploy.tar.gz") as tar:
-        try:
-            tar.extractall(tree, filter="data")
-        except tarfile.FilterError as error:  # e.g. a link out of the tree: refused, whatever its sums say
-            raise ReleaseError(f"release {tag}: deploy.tar.gz: {error}") from None
-    for path, name in ((inventory, "INVENTORY"), (playbook, "PLAYBOOK")):
-        if not (tree / path).is_file():
-            raise ReleaseError(f"{name}={path}: not a file in release {tag}")
-    config = ansible_config(work, inventory)
-    (collection,) = [work / "release" / n for n in manifest.files if re.fullmatch(r"infra-obs-\d.*\.tar\.gz", n)]
-    run(
-        ["ansible-galaxy", "collection", "install", "--offline", "-p", str(work / "collections"), str(collection)],
-        ansible_env(config),
-    )
-    summary = work / "summary.json"
-    command = ["ansible-playbook", "-i", str(tree / inventory), str(tree / playbook)]
-    command += ["--limit", limit] if limit else []
-    command += ["--check", "--diff"] if stage == "plan" else []
-    # The output streams to the console (Jenkins's log); the recap per host comes from the run_summary callback.
-    rc = subprocess.run(command, cwd=tree, env=ansible_env(config, INFRA_OBS_RUN_SUMMARY=str(summary))).returncode
-    recap = json.loads(summary.read_text()) if summary.exists() else {"hosts": {}, "changes": {}}
-    result = {"commit": manifest.commit, "result": "success" if rc == 0 else "failed", "hosts": recap["hosts"]}
-    if stage == "plan":
-        result["changes"] = {
-            host: {"tasks": len(tasks), "files": sorted({f for t in tasks for f in t["files"]})}
-            for host, tasks in recap["changes"].items()
-        }
+@dataclass
+class Release:
+    """A fetched and checked release, unpacked, with its collection installed in a private path."""
+
+    tag: str
+    inventory: str
+    playbook: str
+    work: pathlib.Path
+    tree: pathlib.Path
+    config: pathlib.Path
+    manifest: Manifest
+
+    @classmethod
+    def prepare(cls, tag: str, inventory: str, playbook: str) -> Release:
+        work = DIST / "deploy" / tag
+        shutil.rmtree(work, ignore_errors=True)
+        manifest = fetch(tag, work / "release")
+        tree = work / "tree"
+        with tarfile.open(work / "release/deploy.tar.gz") as tar:
+            try:
+                tar.extractall(tree, filter="data")
+            except tarfile.FilterError as error:  # e.g. a link out of the tree: refused, whatever its sums say
+                raise ReleaseError(f"release {tag}: deploy.tar.gz: {error}") from None
+        for path, name in ((inventory, "INVENTORY"), (playbook, "PLAYBOOK")):
+            if not (tree / path).is_file():
+                raise ReleaseError(f"{name}={path}: not a file in release {tag}")
+        config = ansible_config(work, inventory)
+        (collection,) = [work / "release" / n for n in manifest.files if re.fullmatch(r"infra-obs-\d.*\.tar\.gz", n)]
+        run(
+            ["ansible-galaxy", "collection", "install", "--offline", "-p", str(work / "collections"), str(collection)],
+            ansible_env(config),
+        )
+        return cls(tag, inventory, playbook, work, tree, config, manifest)
+
+    def playbook_run(self, playbook: str, limit: str, *args: str) -> tuple[int, dict]:
+        """ansible-playbook from the release's tree: its exit status and the run_summary callback's recap."""
+        summary = self.work / "summary.json"
+        summary.unlink(missing_ok=True)
+        command = ["ansible-playbook", "-i", str(self.tree / self.inventory), str(self.tree / playbook), *args]
+        command += ["--limit", limit] if limit else []
+        # The output streams to the console (Jenkins's log); the recap per host comes from the run_summary callback.
+        env = ansible_env(self.config, INFRA_OBS_RUN_SUMMARY=str(summary))
+        rc = subprocess.run(command, cwd=self.tree, env=env).returncode
+        recap = json.loads(summary.read_text()) if summary.exists() else {"hosts": {}, "changes": {}}
+        return rc, recap
+
+    def run_stage(self, stage: str, limit: str) -> dict:
+        rc, recap = self.playbook_run(self.playbook, limit, *(["--check", "--diff"] if stage == "plan" else []))
+        result = {"commit": self.manifest.commit, "result": "success" if rc == 0 else "failed", "hosts": recap["hosts"]}
+        if stage == "plan":
+            result["changes"] = changes(recap)
+        if rc:
+            result["error"] = f"ansible-playbook exited with {rc}"
+        return result
+
+
+def changes(recap: dict) -> dict:
+    """Per host, the tasks that changed (or would, in check mode) and the files their diffs name."""
+    return {
+        host: {"tasks": [t["task"] for t in tasks], "files": sorted({f for t in tasks for f in t["files"]})}
+        for host, tasks in recap["changes"].items()
+    }
+
+
+def gate(release: Release, limit: str) -> dict:
+    """The verify stage, the service-quality gate. From inside: the release's playbook in check mode changes
+    nothing on any host (a file changed by hand, a unit stopped, a package replaced all show as drift). From
+    outside: every quality checker of the inventory runs its checks once (playbooks/verify.yml). Prints one table;
+    the result holds every row for the record."""
+    rc, recap = release.playbook_run(release.playbook, limit, "--check", "--diff")
+    drift = changes(recap)
+    rows = [
+        Result(
+            "drift",
+            "release",
+            "drift",
+            host,
+            False,
+            f"{len(d['tasks'])} tasks would change",
+            "no change",
+            "; ".join(d["tasks"] + [f"file {f}" for f in d["files"]]),
+        )
+        for host, d in sorted(drift.items())
+    ]
+    errors = [f"the check-mode run of {release.playbook} exited with {rc}"] if rc else []
+    if not rc and not drift:
+        rows.append(Result("drift", "release", "drift", f"{len(recap['hosts'])} hosts", True, "no change", "no change"))
+    results = release.work / "quality"
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir()
+    rc, _ = release.playbook_run("playbooks/verify.yml", "", "-e", f"infra_obs_verify_dir={results}")
     if rc:
-        result["error"] = f"ansible-playbook exited with {rc}"
+        errors.append(f"playbooks/verify.yml exited with {rc}")
+    checkers = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
+    if not checkers:
+        errors.append(f"no quality checker of {release.inventory} answered: nothing was checked from outside")
+    for name, checked in checkers.items():
+        rows += [Result(**{**r, "target": f"{r['target']} (from {name})"}) for r in checked["results"]]
+    print(table(rows))
+    failed = [r for r in rows if not r.ok]
+    print(f"verify: {len(rows) - len(failed)} passed, {len(failed)} failed", file=sys.stderr)
+    result = {
+        "commit": release.manifest.commit,
+        "result": "failed" if failed or errors else "success",
+        "hosts": recap["hosts"],
+        "drift": drift,
+        "checks": [r.as_dict() for r in rows],
+    }
+    if failed or errors:
+        result["error"] = "; ".join(errors + [f"{r.check} {r.target}" for r in failed][:20])
     return result
-
-
-def verify(tag: str, inventory: str, limit: str = "") -> dict:
-    """The verify stage: the service-quality gate runs here once it is built; until then it fails, saying so."""
-    checked_tag(tag)
-    checked_path(inventory, "INVENTORY")
-    checked_limit(limit)
-    result = {"stage": "verify", "tag": tag, "inventory": inventory, "start": now(), "end": now()}
-    result.update(result="unavailable", error="the service-quality gate is not built yet")
-    run_dir().mkdir(parents=True, exist_ok=True)
-    (run_dir() / "verify.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    raise ReleaseError("verify: the service-quality gate is not built yet, so nothing can say this release works")
 
 
 def record(inventory: str, result: str = "") -> dict:
@@ -577,7 +647,10 @@ def record(inventory: str, result: str = "") -> dict:
         "playbook": first.get("playbook", ""),
         "hosts": deploy.get("hosts") or first.get("hosts", {}),
         "plan": stages.get("plan", {}).get("changes"),
-        "verify": verified,
+        "verify": {
+            "result": verified,
+            **{k: v for k, v in stages.get("verify", {}).items() if k in ("drift", "checks")},
+        },
         "stages": {name: stage["result"] for name, stage in stages.items()},
         "errors": {name: stage["error"] for name, stage in stages.items() if stage.get("error")},
         "start": first["start"],
@@ -687,7 +760,7 @@ def rollback(inventory: str) -> dict:
 def main(argv: list[str]) -> int:
     usage = (
         "usage: release.py package TAG | publish TAG | list | fetch TAG DIR | plan|deploy TAG INVENTORY [LIMIT] "
-        "[PLAYBOOK] | verify TAG INVENTORY [LIMIT] | record INVENTORY [RESULT] | rollback INVENTORY | "
+        "[PLAYBOOK] | verify TAG INVENTORY [LIMIT] [PLAYBOOK] | record INVENTORY [RESULT] | rollback INVENTORY | "
         "is-production INVENTORY"
     )
     try:
@@ -705,10 +778,8 @@ def main(argv: list[str]) -> int:
             case ["fetch", tag, dest]:
                 fetch(tag, pathlib.Path(dest))
                 print(dest)
-            case ["plan" | "deploy" as stage, tag, inventory, *rest] if len(rest) <= 2:
+            case ["plan" | "deploy" | "verify" as stage, tag, inventory, *rest] if len(rest) <= 2:
                 ansible_run(stage, tag, inventory, *rest)
-            case ["verify", tag, inventory, *rest] if len(rest) <= 1:
-                verify(tag, inventory, *rest)
             case ["record", inventory, *rest] if len(rest) <= 1:
                 print(record(inventory, *rest)["key"])
             case ["is-production", inventory]:

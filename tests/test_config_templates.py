@@ -253,3 +253,47 @@ def test_probe_config_with_a_bad_value_is_refused_naming_the_key(playbook, tmp_p
     assert run.rc != 0
     assert "mtr.max_hops" in run.output and "(got 0)" in run.output, run.output
     assert not dest.exists()
+
+
+@pytest.fixture
+def quality_checker(tmp_path, playbook):
+    """A stand-in for the checker's virtualenv (bin/infra-obs-quality runs it from probe/src) and a config
+    directory holding the lab's check files: the role's config template, validated by the checker itself."""
+    version = yaml.safe_load((REPO / "roles/quality_checker/defaults/main.yml").read_text())["quality_checker_version"]
+    binary = tmp_path / "prefix" / version / "bin" / "infra-obs-quality"
+    binary.parent.mkdir(parents=True)
+    code = "import sys; from infra_obs_probe.quality.cli import main; sys.exit(main())"
+    binary.write_text(f"#!/bin/sh\nPYTHONPATH={REPO}/probe/src exec {sys.executable} -c '{code}' \"$@\"\n")
+    binary.chmod(0o755)
+    config_dir = tmp_path / "etc"
+    shutil.copytree(REPO / "inventories/lab/checks", config_dir / "checks.d")
+
+    def run(*extra_vars):
+        return run_role_task(
+            playbook,
+            tmp_path,
+            "quality_checker",
+            "configure.yml",
+            "Write the checker config",
+            f"_quality_checker_bin={binary}",
+            f"quality_checker_config_dir={config_dir}",
+            "quality_checker_wheelhouse_url=http://mirror.invalid/w.tar.gz",
+            *extra_vars,
+        )
+
+    return run
+
+
+def test_quality_checker_config_passes_the_checkers_own_validation(quality_checker):
+    dest, run = quality_checker("quality_checker_prometheus_url=http://10.89.60.10:9090")
+    assert run.rc == 0, run.output
+    config = yaml.safe_load(dest.read_text())
+    assert config["checker"] == {"name": "mon", "region": "eu-central-1", "az": "eu-central-1a"}
+    assert config["register"]["address"] == "192.0.2.10" and config["interval"] == 60.0
+
+
+def test_quality_checker_config_without_the_prometheus_its_checks_ask_is_refused(quality_checker):
+    dest, run = quality_checker()
+    assert run.rc != 0
+    assert "is a prometheus check this checker runs, but it has no prometheus_url" in run.output, run.output
+    assert not dest.exists()

@@ -60,3 +60,22 @@ def test_lab_mm2_team_file_is_valid():
         "identity",
         1,
     )
+
+
+@pytest.mark.parametrize("inventory", ["inventories/lab", "inventories/example"])
+def test_check_files_are_valid_and_name_checkers_of_their_inventory(inventory):
+    from infra_obs_probe.quality.config import load_checks  # noqa: PLC0415 - the checker's own parser
+
+    checks = load_checks(str(REPO / inventory / "checks"))
+    assert len(checks) >= 3
+    listed = json.loads(
+        subprocess.run(
+            ["ansible-inventory", "-i", str(REPO / inventory / "hosts.yml"), "--list"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    checkers = set(listed["quality_checkers"]["hosts"])
+    for check in checks:
+        assert set(check.runs_on) <= checkers, f"{check.path}: {check.name} runs on {check.runs_on}, not checkers"

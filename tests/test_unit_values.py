@@ -3,6 +3,7 @@ what the file means (a newline starts a directive, ExecStartPre=+ runs as root; 
 expands '%' and '$'), with the host, the variable and the value in the message."""
 
 import json
+import pathlib
 
 import pytest
 import yaml
@@ -24,6 +25,13 @@ ROLE_VARS = {
         "kafka_lab_clusters": [{"name": "primary", "port": 9092, "controller_port": 9093}],
     },
     "node_exporter": {},
+    "quality_checker": {
+        "quality_checker_wheelhouse_url": "http://mirror.invalid/probe.tar.gz",
+        "quality_checker_region": "eu-central-1",
+        "quality_checker_az": "eu-central-1a",
+        "quality_checker_address": "192.0.2.10",
+        "quality_checker_checks_dir": str(pathlib.Path(__file__).resolve().parents[1] / "inventories/lab/checks"),
+    },
 }
 HOSTILE = {
     "directive": "/var/lib/consul\nExecStartPre=+/bin/sh -c 'id > /tmp/pwned'",
@@ -46,6 +54,8 @@ CASES = [
     ("probe_exporter", "probe_exporter_prefix", "variable"),
     ("kafka_lab", "kafka_lab_heap", "argument"),
     ("kafka_lab", "kafka_lab_config_dir", "quote"),
+    ("quality_checker", "quality_checker_version", "directive"),
+    ("quality_checker", "quality_checker_config_dir", "specifier"),
 ]
 
 
@@ -58,6 +68,8 @@ OTHER_CASES = {
     ),
     "probe-token": ("probe_exporter", {"probe_exporter_consul_token": "0f9d\nLD_PRELOAD=/tmp/e.so"}),
     "probe-service": ("probe_exporter", {"probe_exporter_consul_service": "x/../../../../agent/leave"}),
+    "quality-token": ("quality_checker", {"quality_checker_consul_token": "0f9d\nLD_PRELOAD=/tmp/e.so"}),
+    "quality-no-checks": ("quality_checker", {"quality_checker_checks_dir": "/nonexistent/checks"}),
     "prometheus-meta": ("prometheus", {"prometheus_consul_meta_labels": ["region", "__address__"]}),
 }
 
@@ -124,7 +136,15 @@ def test_node_exporter_flags_are_checked_one_by_one(preflight):
 def test_a_hostile_consul_token_is_refused_without_being_shown(preflight):
     failures, output = preflight
     assert "probe_exporter_consul_token (not shown)" in failures["probe-token"]
+    assert "quality_checker_consul_token (not shown)" in failures["quality-token"]
     assert "LD_PRELOAD" not in output
+
+
+def test_a_checker_without_check_files_is_refused(preflight):
+    assert (
+        "quality_checker_checks_dir=/nonexistent/checks: no *.yml check files there"
+        in preflight[0]["quality-no-checks"]
+    )
 
 
 def test_the_probes_consul_service_name_cannot_walk_the_agent_api(preflight):

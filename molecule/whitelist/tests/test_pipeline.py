@@ -65,11 +65,15 @@ def repo(tmp_path_factory):
     return root
 
 
-def write_inventory(root, proxies):
+def write_inventory(root, proxies, checkers=()):
     known_hosts = root.parent / "known_hosts"
-    hosts = {
-        name: {"ansible_host": container_ip(name), "region": "eu-central-1", "az": "eu-central-1a"} for name in proxies
-    }
+
+    def hosts(names):
+        return {
+            name: {"ansible_host": container_ip(name), "region": "eu-central-1", "az": "eu-central-1a"}
+            for name in names
+        }
+
     document = {
         "all": {
             "vars": {
@@ -81,15 +85,18 @@ def write_inventory(root, proxies):
                 # One proxy at a time: a failed batch stops the rollout.
                 "infra_obs_batch_size": 1,
             },
-            "children": {"whitelist_proxies": {"hosts": hosts}},
+            "children": {
+                "whitelist_proxies": {"hosts": hosts(proxies)},
+                "quality_checkers": {"hosts": hosts(checkers)},
+            },
         }
     }
     (root / INVENTORY).write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def tag(root, name, whitelist, proxies=(PROXY,)):
-    """Commit the whitelist and the inventory of these proxies, and tag the commit."""
-    write_inventory(root, proxies)
+def tag(root, name, whitelist, proxies=(PROXY,), checkers=()):
+    """Commit the whitelist and the inventory of these proxies (and quality checkers), and tag the commit."""
+    write_inventory(root, proxies, checkers)
     (root / INVENTORY).parent.joinpath("whitelists/teams.yml").write_text(whitelist)
     git_as_alice(root, "add", "-A")
     git_as_alice(root, "commit", "-q", "--allow-empty", "-m", f"whitelist for {name}")
@@ -164,7 +171,7 @@ def test_a_tagged_whitelist_change_goes_live_over_ssh_and_every_run_is_recorded(
         v2 = records(store)[-1]
         assert (v2["tag"], v2["result"], v2["who"], v2["inventory"]) == ("v2", "success", "alice", INVENTORY)
         assert v2["hosts"][PROXY]["changed"] > 0 and v2["hosts"][PROXY]["failures"] == 0
-        assert v2["plan"][PROXY]["tasks"] > 0, v2["plan"]
+        assert v2["plan"][PROXY]["tasks"], v2["plan"]
         assert v2["commit"] == subprocess.check_output(["git", "-C", str(repo), "rev-parse", "v2"], text=True).strip()
 
         # v2x: an object changed in the store after its publish stops the deploy before any host changes.

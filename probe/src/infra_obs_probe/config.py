@@ -23,6 +23,8 @@ DOTTED = re.compile(r"[0-9.]+")
 URL = re.compile(
     r"https?://(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]{0,255})?"
 )
+# A check's URL may carry a query of unreserved characters, '=', '&' and percent escapes.
+QUERY = re.compile(r"\?[A-Za-z0-9._~=&%-]{0,255}")
 MIN_INTERVAL = 0.01
 # Every path keeps its last `window / interval` samples (the ring: time, value, outcome) and the sorted RTTs among
 # them, about this many bytes per sample; a window must fit in a bounded number of them.
@@ -258,11 +260,14 @@ def _address(m: _Map, key: str, family: int | None = None, required: bool = True
     return ip.compressed
 
 
-def _url(m: _Map, key: str, default: str) -> str:
-    """An http(s) URL of the URL grammar: urlsplit alone takes whitespace, quotes and control characters."""
+def _url(m: _Map, key: str, default: str | None, query: bool = False) -> str:
+    """An http(s) URL of the URL grammar (and a query, if allowed): urlsplit alone takes whitespace, quotes and
+    control characters. No default: required."""
     value = m.string(key, default)
-    if not URL.fullmatch(value):
-        raise m.error(key, "must be an http:// or https:// URL: a host name or IP literal, a port, a plain path")
+    base, mark, rest = value.partition("?")
+    if not URL.fullmatch(base) or (mark and not (query and QUERY.fullmatch(mark + rest))):
+        plain = "a plain path and query" if query else "a plain path"
+        raise m.error(key, f"must be an http:// or https:// URL: a host name or IP literal, a port, {plain}")
     parts = urllib.parse.urlsplit(value)
     try:
         port = parts.port
@@ -275,11 +280,11 @@ def _url(m: _Map, key: str, default: str) -> str:
             parse_address(parts.hostname)
         except ValueError as e:
             raise m.error(key, f"host {e}") from None
-    return value.rstrip("/")
+    return value if query else value.rstrip("/")  # a check calls the URL as written
 
 
-def _listen(m: _Map) -> tuple[str, int]:
-    value = m.raw("listen", "0.0.0.0:9427")
+def _listen(m: _Map, default: str = "0.0.0.0:9427") -> tuple[str, int]:
+    value = m.raw("listen", default)
     match = re.fullmatch(r"(\[([0-9a-fA-F:.]+)\]|([0-9.]*)):([0-9]{1,5})", value) if isinstance(value, str) else None
     if not match or not 1 <= int(match.group(4)) <= 65535:
         raise m.error("listen", 'must be "HOST:PORT" with an IP literal host ("[::]:9427" for IPv6)')
@@ -384,8 +389,14 @@ def _targets(targets: _Map) -> tuple[tuple[StaticTarget, ...], ConsulTargets]:
     return static, consul
 
 
-def _register(m: _Map, source: Source, listen_port: int) -> Register:
-    service = m.label("service", "infra-obs-probe")
+def _register(
+    m: _Map,
+    source: Source,
+    listen_port: int,
+    service: str = "infra-obs-probe",
+    tags: tuple[str, ...] = ("metrics", "probe"),
+) -> Register:
+    service = m.label("service", service)
     register = Register(
         enabled=m.boolean("enabled", False),
         url=_url(m, "url", "http://127.0.0.1:8500"),
@@ -394,7 +405,7 @@ def _register(m: _Map, source: Source, listen_port: int) -> Register:
         address=_address(m, "address", 4, required=False),
         address6=_address(m, "address6", 6, required=False),
         port=m.integer("port", listen_port, 1, 65535),
-        tags=m.labels("tags", ("metrics", "probe")),
+        tags=m.labels("tags", tags),
         check_interval=m.string("check_interval", "10s"),
         check_url=m.string("check_url", "", allow_empty=True),
     )

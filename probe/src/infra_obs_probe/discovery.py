@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import consul
 
-from .config import HOST_NAME, NAME, Config, Register, parse_address
+from .config import HOST_NAME, NAME, Config, Register, Source, parse_address
 from .engine import Prober
 from .series import Target
 from .status import Status
@@ -100,17 +100,17 @@ def peer_targets(peers: list[Peer], cfg: Config) -> list[Target]:
     return out
 
 
-def registration(cfg: Config) -> dict:
-    """The agent service definition this exporter registers (keyword arguments of py-consul's register)."""
-    r: Register = cfg.register
+def registration(r: Register, source: Source, listen_host: str, listen_port: int) -> dict:
+    """The agent service definition a daemon of this package registers (keyword arguments of py-consul's
+    register): its health check is its /-/healthy."""
     port = r.port
     if r.check_url:
         check_url = r.check_url
     else:
-        host = cfg.listen_host
+        host = listen_host
         if host in ("0.0.0.0", "::"):
             host = r.address or r.address6 or "127.0.0.1"
-        check_url = f"http://{f'[{host}]' if ':' in host else host}:{cfg.listen_port}/-/healthy"
+        check_url = f"http://{f'[{host}]' if ':' in host else host}:{listen_port}/-/healthy"
     tagged = {}
     if r.address:
         tagged["lan_ipv4"] = {"address": r.address, "port": port}
@@ -122,10 +122,44 @@ def registration(cfg: Config) -> dict:
         "address": r.address or r.address6 or None,
         "port": port,
         "tags": list(r.tags),
-        "meta": {"region": cfg.source.region, "az": cfg.source.az, "host": cfg.source.name},
+        "meta": {"region": source.region, "az": source.az, "host": source.name},
         "tagged_addresses": tagged or None,
         "check": consul.Check.http(check_url, r.check_interval, timeout="5s"),
     }
+
+
+class Registrar:
+    """Keeps one service registered with a Consul agent (again when the agent has lost it), and removes it."""
+
+    def __init__(self) -> None:
+        self._registered: tuple[str, str, dict] | None = None  # (url, id, definition) as last registered
+
+    def keep(self, url: str, definition: dict) -> bool:
+        wanted = (url, definition["service_id"], definition)
+        if self._registered is not None and self._registered[:2] != wanted[:2]:
+            self.remove()
+        c = client(url)
+        try:
+            present = self._registered == wanted and wanted[1] in c.agent.services()
+            if not present:
+                c.agent.service.register(**definition)
+                log.info("registered %s in Consul at %s", wanted[1], url)
+            self._registered = wanted
+            return True
+        except Exception as e:
+            log.warning("Consul registration of %s at %s failed: %s", wanted[1], url, e)
+            return False
+
+    def remove(self) -> None:
+        if self._registered is None:
+            return
+        url, service_id, _ = self._registered
+        try:
+            client(url).agent.service.deregister(service_id)
+            log.info("deregistered %s from Consul at %s", service_id, url)
+        except Exception as e:
+            log.warning("Consul deregistration of %s at %s failed: %s", service_id, url, e)
+        self._registered = None
 
 
 class Discovery:
@@ -136,7 +170,7 @@ class Discovery:
         self.status = status
         self.config = config
         self.peers: list[Peer] = []
-        self._registered: tuple[str, str, dict] | None = None  # (url, id, definition) as last registered
+        self._registrar = Registrar()
         self._had_consul_targets = False
         self._targets: list[Target] = []
         self._wake = threading.Event()
@@ -200,31 +234,12 @@ class Discovery:
         self.status.discovery_error = ""
 
     def _keep_registered(self, cfg: Config) -> None:
-        wanted = (cfg.register.url, cfg.register.id, registration(cfg)) if cfg.register.enabled else None
-        if self._registered is not None and (wanted is None or self._registered[:2] != wanted[:2]):
+        if not cfg.register.enabled:
             self._deregister()
-        if wanted is None:
             return
-        c = client(cfg.register.url)
-        try:
-            present = self._registered == wanted and cfg.register.id in c.agent.services()
-            if not present:
-                c.agent.service.register(**wanted[2])
-                log.info("registered %s in Consul at %s", cfg.register.id, cfg.register.url)
-            self._registered = wanted
-            self.status.registered = 1
-        except Exception as e:
-            self.status.registered = 0
-            log.warning("Consul registration of %s at %s failed: %s", cfg.register.id, cfg.register.url, e)
+        definition = registration(cfg.register, cfg.source, cfg.listen_host, cfg.listen_port)
+        self.status.registered = int(self._registrar.keep(cfg.register.url, definition))
 
     def _deregister(self) -> None:
-        if self._registered is None:
-            return
-        url, service_id, _ = self._registered
-        try:
-            client(url).agent.service.deregister(service_id)
-            log.info("deregistered %s from Consul at %s", service_id, url)
-        except Exception as e:
-            log.warning("Consul deregistration of %s at %s failed: %s", service_id, url, e)
-        self._registered = None
+        self._registrar.remove()
         self.status.registered = 0
