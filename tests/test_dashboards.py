@@ -9,7 +9,20 @@ import subprocess
 import jsonschema
 import pytest
 import yaml
-from dashboards import BUILTINS, VARIABLE, dashboards, instantiate, panels, queries, schema_path, variable_queries
+from dashboards import (
+    ANNOTATION_KEYS,
+    BUILTINS,
+    DEPLOYMENTS,
+    VARIABLE,
+    annotation_queries,
+    dashboards,
+    for_schema,
+    instantiate,
+    panels,
+    queries,
+    schema_path,
+    variable_queries,
+)
 
 DASHBOARDS = dashboards()
 
@@ -29,8 +42,27 @@ def test_every_role_with_alerts_ships_a_dashboard():
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_dashboard_is_valid_against_grafanas_schema(validator, path):
-    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(load(path))]
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(for_schema(load(path)))]
     assert not errors
+
+
+def test_the_schema_cannot_express_a_prometheus_annotation_query(validator):
+    """Why annotation queries are checked apart: the schema refuses the one it would have to take."""
+    dashboard = load(DASHBOARDS[0])
+    assert annotation_queries(dashboard)
+    assert not validator.is_valid(dashboard)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_dashboard_marks_deployments_with_a_prometheus_annotation(path):
+    found = annotation_queries(load(path))
+    assert DEPLOYMENTS in [a["name"] for a in found]
+    for annotation in found:
+        assert set(annotation) <= ANNOTATION_KEYS, set(annotation) - ANNOTATION_KEYS
+        assert annotation["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert isinstance(annotation["enable"], bool) and isinstance(annotation.get("useValueForTime", False), bool)
+        for key in ("name", "expr", "iconColor", "step", "tagKeys", "titleFormat"):
+            assert isinstance(annotation.get(key, ""), str), key
 
 
 def test_schema_refuses_a_misspelled_key_and_a_wrong_type(validator):
@@ -70,6 +102,7 @@ def test_dashboard_uids_are_unique():
 def test_every_query_is_valid_promql(tmp_path, path):
     dashboard = load(path)
     exprs = [instantiate(expr, {}) for _title, expr in queries(dashboard)]
+    exprs += [instantiate(a["expr"], {}) for a in annotation_queries(dashboard)]
     exprs += [instantiate(f"count({selector})", {}) for _name, selector, _label in variable_queries(dashboard)]
     rules = {"groups": [{"name": "q", "rules": [{"record": f"q:{i}", "expr": e} for i, e in enumerate(exprs)]}]}
     (tmp_path / "queries.yml").write_text(yaml.safe_dump(rules))

@@ -153,6 +153,41 @@ def test_a_tag_outside_the_grammar_is_refused(tag):
         rel.checked_tag(tag)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "/etc/passwd",
+        "../hosts.yml",
+        "inventories/../../x",
+        "inventories/./lab",
+        "inventories//lab",
+        "a b",
+        "inventories/lab/hosts.yml\n",
+        "-i/etc/x",
+        "inventories/lab/hosts.yml;id",
+        "inventories/$HOME",
+        "x/" * 11 + "y",
+    ],
+)  # the last: eleven segments, one too many
+def test_an_inventory_or_playbook_path_leaving_the_release_tree_is_refused(path):
+    for name in ("INVENTORY", "PLAYBOOK"):
+        with pytest.raises(rel.ReleaseError, match=f"^{name}=.*: a path inside the release"):
+            rel.checked_path(path, name)
+    assert rel.checked_path("inventories/lab/hosts.yml", "INVENTORY") == "inventories/lab/hosts.yml"
+
+
+@pytest.mark.parametrize(
+    "limit", ["@/etc/passwd", "proxies --become-user=x", "all\n", "a;id", "$(id)", "a/b", "x" * 1001]
+)
+def test_a_limit_outside_the_host_pattern_grammar_is_refused(limit):
+    """@file would read a file of the caller's choosing; spaces would add ansible-playbook options."""
+    with pytest.raises(rel.ReleaseError, match=r"^LIMIT=.*: host patterns of letters"):
+        rel.checked_limit(limit)
+    for good in ("", "proxy-1", "whitelist_proxies:&eu_central_1", "app-euc1-a-[01:02],!app-euc1-a-01", "*.lab"):
+        assert rel.checked_limit(good) == good
+
+
 GOOD = {
     "schema": 1,
     "tag": "v1.0.0",

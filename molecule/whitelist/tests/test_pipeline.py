@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from datetime import datetime
 
 import boto3
 import pytest
@@ -22,6 +23,7 @@ PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 EPHEMERAL = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "scripts"))
 
+from dashboards import DEPLOYMENTS, annotation_queries, instantiate  # noqa: E402
 from labinfo import (  # noqa: E402
     container_ip,
     git_as_alice,
@@ -144,6 +146,14 @@ def scraped(query):
     return wait_for(lambda: prometheus_query(prometheus, query), 120) or []
 
 
+def annotated_deployments(prometheus):
+    """What the dashboards' deployment annotation marks: (tag, result, time in ms) per series."""
+    dashboard = json.loads((PROJECT / "roles/nginx_whitelist/files/dashboards/nginx_whitelist.json").read_text())
+    annotation = next(a for a in annotation_queries(dashboard) if a["name"] == DEPLOYMENTS)
+    events = prometheus_query(prometheus, instantiate(annotation["expr"], {}))
+    return {(e["metric"]["tag"], e["metric"]["result"], float(e["value"][1])) for e in events}
+
+
 def records(store):
     objects = store.list_objects_v2(Bucket=BUCKET, Prefix="records/")["Contents"]
     found = [json.loads(store.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()) for o in objects]
@@ -211,6 +221,10 @@ def test_a_tagged_whitelist_change_goes_live_over_ssh_and_every_run_is_recorded(
         assert statuses(clients) == {"client-a": "200", "client-b": "200"}
         assert scraped(f'infra_obs_deploy_last_run_success{{inventory="{INVENTORY}", tag="v2"}} == 1')
         prometheus = f"http://{container_ip(PROXY)}:9090"
+        # The dashboards' deployment annotation shows the rollback, at the time its run ended.
+        assert ("v2", "success", datetime.fromisoformat(back["end"]).timestamp() * 1000) in annotated_deployments(
+            prometheus
+        ), back["end"]
         assert wait_for(lambda: not prometheus_query(prometheus, failed), 120), "the alert outlived the rollback"
         listed = make(repo, "releases").stdout
         assert all(f"{t} " in listed for t in ("v1", "v2", "v2x", "v3")), listed
