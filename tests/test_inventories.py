@@ -6,6 +6,7 @@ import json
 import pathlib
 import re
 import subprocess
+import urllib.parse
 
 import pytest
 import yaml
@@ -79,3 +80,26 @@ def test_check_files_are_valid_and_name_checkers_of_their_inventory(inventory):
     checkers = set(listed["quality_checkers"]["hosts"])
     for check in checks:
         assert set(check.runs_on) <= checkers, f"{check.path}: {check.name} runs on {check.runs_on}, not checkers"
+
+
+def test_the_labs_whitelist_checks_expect_what_its_whitelist_decides():
+    """A check through the lab's proxy expects 200 exactly when the whitelist lets in the address of the checker it
+    runs on: the checks sample the whitelist's own decisions, so a flipped decision on the proxy fails them."""
+    from infra_obs_probe.quality.config import load_checks  # noqa: PLC0415 - the checker's own parser
+
+    hostvars_ = hostvars("inventories/lab/hosts.yml")
+    whitelist = load(read_documents(str(REPO / "inventories/lab/whitelists")))
+    proxies = {hostvars_[h]["lab_ipv4"] for h in hostvars_ if "nginx_whitelist_src" in hostvars_[h]}
+    backends = {b.listen: name for name, b in whitelist.backends.items()}
+    sampled = set()
+    for check in load_checks(str(REPO / "inventories/lab/checks")):
+        parts = urllib.parse.urlsplit(check.url)
+        if check.kind != "http" or parts.hostname not in proxies or parts.port not in backends:
+            continue
+        for checker in check.runs_on:
+            reached = whitelist.explain(hostvars_[checker]["lab_ipv4"])
+            allowed = any(r["backend"] == backends[parts.port] and parts.path.startswith(r["path"]) for r in reached)
+            assert (200 in check.status) == allowed, (check.name, checker, allowed)
+            assert (403 in check.status) != allowed, (check.name, checker, allowed)
+            sampled.add(allowed)
+    assert sampled == {True, False}  # an allowed address and a denied one, at least
