@@ -16,7 +16,7 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from infra_obs_probe.quality.checks import run_check, table
+from infra_obs_probe.quality.checks import Result, run_check, table
 from infra_obs_probe.quality.config import parse, parse_checks
 
 from .probe_lab import free_port, http_get, stop_process, wait_for
@@ -282,3 +282,12 @@ def test_the_standing_checker_serves_results_registers_and_deregisters(tmp_path,
     finally:
         assert stop_process(proc, signal.SIGTERM) == 0
     assert "infra-obs-quality-mon" not in consul_agent.api("GET", "/v1/agent/services")
+
+
+def test_the_table_cuts_a_long_cell_but_the_failure_line_keeps_it_whole():
+    target = "http://10.0.0.1:8080/" + "a" * 120
+    failed = Result("front", "shop", "http", target, False, "p50 1.0 ms", "errors <= 0", "status 500")
+    header, line, why = table([failed]).splitlines()
+    assert target[:97] + "..." in line and target not in line
+    assert why == f"FAILED front {target}: status 500"
+    assert header.index("RESULT") == line.index("FAIL")

@@ -274,11 +274,13 @@ def run_all(config: QualityConfig, checks: tuple[Check, ...] | None = None) -> l
 def table(results: list[Result]) -> str:
     """The gate's table: check, target, result, measured value, threshold (and why, for a failure)."""
     head = ("CHECK", "TARGET", "RESULT", "MEASURED", "THRESHOLD")
-    rows = [(r.check, r.target, "ok" if r.ok else "FAIL", r.measured, r.threshold) for r in results]
-    widths = [min(60, max(len(str(row[i])) for row in [head, *rows])) for i in range(len(head))]
-    lines = [
-        "  ".join(str(v)[:60].ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [head, *rows]
+    caps = (64, 100, 6, 60, 60)  # a longer cell is cut, with "..."; the FAILED lines and the JSON keep it whole
+    rows = [
+        tuple(v if len(v) <= cap else v[: cap - 3] + "..." for v, cap in zip(row, caps, strict=True))
+        for row in [head, *[(r.check, r.target, "ok" if r.ok else "FAIL", r.measured, r.threshold) for r in results]]
     ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     for r in results:
         if not r.ok:
             lines.append(f"FAILED {r.check} {r.target}: {r.error}")
