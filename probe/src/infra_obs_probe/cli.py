@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import resource
+import signal
 import sys
 
 from . import __version__
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
+    # A reload asked for before the configuration is read is answered by reading it: until the app has its handler,
+    # SIGHUP must not end the process (its default action).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         config = load(args.config)

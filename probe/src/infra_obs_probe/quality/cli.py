@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checks", action="store_true", help="the files are check files")
     p.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        # A reload asked for before the configuration is read is answered by reading it: until serve() has its
+        # handler, SIGHUP must not end the process (its default action).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         if args.command == "check":
