@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import load as load_whitelist
+from infra_obs_probe.quality.config import parse_checks
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 COLLECTION = REPO / "collections/ansible_collections/infra/obs"
@@ -108,9 +109,13 @@ def yaml_blocks():
 @pytest.mark.parametrize(("doc", "text"), list(yaml_blocks()))
 def test_yaml_example_in_the_docs_checks(installed, tmp_path, doc, text):
     data = yaml.safe_load(text)
+    if isinstance(data, dict) and {"service", "checks"} <= set(data):
+        # A quality check file: the checker's own parser must accept it.
+        parse_checks(data, str(doc))
+        return
     if isinstance(data, dict):
         # A whitelist file: the module's own loader must accept it.
-        assert {"backends", "rules"} <= set(data), f"{doc}: a YAML block that is neither a play nor a whitelist"
+        assert {"backends", "rules"} <= set(data), f"{doc}: a YAML block that is neither a play, a whitelist nor checks"
         load_whitelist([(str(doc), data)])
         return
     assert isinstance(data, list) and data, doc

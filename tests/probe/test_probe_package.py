@@ -31,5 +31,12 @@ def test_wheel_builds_with_console_script_and_licence(tmp_path):
     requires = sorted(
         line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist")
     )
-    assert requires == ["PyYAML>=6", "prometheus-client>=0.17", "py-consul>=1.5"]
+    assert requires == [
+        "PyYAML>=6",
+        'grpcio-health-checking>=1.60; extra == "grpc"',
+        'grpcio>=1.60; extra == "grpc"',
+        "prometheus-client>=0.17",
+        "py-consul>=1.5",
+    ]
     assert "infra-obs-probe = infra_obs_probe.cli:main" in entry_points
+    assert "infra-obs-quality = infra_obs_probe.quality.cli:main" in entry_points

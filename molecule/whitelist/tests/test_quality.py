@@ -144,7 +144,7 @@ def test_the_gate_passes_on_a_healthy_lab_and_names_each_breach(repo):  # noqa: 
 
         seen = set()
         for container in CHECKERS:
-            done = wait_for(lambda c=container: first_run_after(c), 3 * INTERVAL + 60, 1)
+            done = wait_for(lambda c=container: first_run_after(c), 3 * INTERVAL + 150, 1)
             assert done, f"{container}: no run began after the breaks"
             seen |= {(r["check"], container) for r in done["results"] if not r["ok"]}
         assert seen >= {
