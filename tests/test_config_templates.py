@@ -200,14 +200,21 @@ def test_prometheus_installs_every_rule_file_the_roles_ship(playbook):
     assert [str(pathlib.Path(p).resolve()) for p in listed] == [*shipped, "/dev/null"]
 
 
+def stand_in(tmp_path, role: str, command: str, module: str) -> pathlib.Path:
+    """A stand-in for a role's virtualenv of our package: PREFIX/VERSION/bin/COMMAND runs `python -m MODULE` from
+    probe/src. Returns the binary."""
+    version = yaml.safe_load((REPO / "roles" / role / "defaults/main.yml").read_text())[f"{role}_version"]
+    binary = tmp_path / "prefix" / version / "bin" / command
+    binary.parent.mkdir(parents=True)
+    binary.write_text(f'#!/bin/sh\nPYTHONPATH={REPO}/probe/src exec {sys.executable} -m {module} "$@"\n')
+    binary.chmod(0o755)
+    return binary
+
+
 @pytest.fixture
 def probe_prefix(tmp_path):
-    """A stand-in for the role's virtualenv: bin/infra-obs-probe runs the exporter from probe/src."""
-    version = yaml.safe_load((REPO / "roles/probe_exporter/defaults/main.yml").read_text())["probe_exporter_version"]
-    binary = tmp_path / "prefix" / version / "bin" / "infra-obs-probe"
-    binary.parent.mkdir(parents=True)
-    binary.write_text(f'#!/bin/sh\nPYTHONPATH={REPO}/probe/src exec {sys.executable} -m infra_obs_probe "$@"\n')
-    binary.chmod(0o755)
+    """bin/infra-obs-probe runs the exporter from probe/src."""
+    stand_in(tmp_path, "probe_exporter", "infra-obs-probe", "infra_obs_probe")
     return tmp_path / "prefix"
 
 
@@ -259,12 +266,7 @@ def test_probe_config_with_a_bad_value_is_refused_naming_the_key(playbook, tmp_p
 def quality_checker(tmp_path, playbook):
     """A stand-in for the checker's virtualenv (bin/infra-obs-quality runs it from probe/src) and a config
     directory holding the lab's check files: the role's config template, validated by the checker itself."""
-    version = yaml.safe_load((REPO / "roles/quality_checker/defaults/main.yml").read_text())["quality_checker_version"]
-    binary = tmp_path / "prefix" / version / "bin" / "infra-obs-quality"
-    binary.parent.mkdir(parents=True)
-    code = "import sys; from infra_obs_probe.quality.cli import main; sys.exit(main())"
-    binary.write_text(f"#!/bin/sh\nPYTHONPATH={REPO}/probe/src exec {sys.executable} -c '{code}' \"$@\"\n")
-    binary.chmod(0o755)
+    binary = stand_in(tmp_path, "quality_checker", "infra-obs-quality", "infra_obs_probe.quality")
     config_dir = tmp_path / "etc"
     shutil.copytree(REPO / "inventories/lab/checks", config_dir / "checks.d")
 

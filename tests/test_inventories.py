@@ -19,11 +19,16 @@ PATTERN = yaml.safe_load((REPO / "roles/preflight/defaults/main.yml").read_text(
 DOC_RANGES = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]
 
 
-def hostvars(inventory: str) -> dict:
+def listed(inventory: str) -> dict:
+    """ansible-inventory --list of an inventory: its groups, and every host's variables under _meta."""
     out = subprocess.run(
         ["ansible-inventory", "-i", str(REPO / inventory), "--list"], check=True, capture_output=True, text=True
     ).stdout
-    return json.loads(out)["_meta"]["hostvars"]
+    return json.loads(out)
+
+
+def hostvars(inventory: str) -> dict:
+    return listed(inventory)["_meta"]["hostvars"]
 
 
 @pytest.mark.parametrize("inventory", ["inventories/lab/hosts.yml", "inventories/example/hosts.yml"])
@@ -69,15 +74,7 @@ def test_check_files_are_valid_and_name_checkers_of_their_inventory(inventory):
 
     checks = load_checks(str(REPO / inventory / "checks"))
     assert len(checks) >= 3
-    listed = json.loads(
-        subprocess.run(
-            ["ansible-inventory", "-i", str(REPO / inventory / "hosts.yml"), "--list"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
-    checkers = set(listed["quality_checkers"]["hosts"])
+    checkers = set(listed(f"{inventory}/hosts.yml")["quality_checkers"]["hosts"])
     for check in checks:
         assert set(check.runs_on) <= checkers, f"{check.path}: {check.name} runs on {check.runs_on}, not checkers"
 

@@ -204,10 +204,9 @@ def write_checker(tmp_path, checks, **top):
     return path
 
 
-def quality(*args, **kwargs):
+def quality(*args):
     env = {"PYTHONPATH": str(REPO / "probe/src"), "PATH": "/usr/bin:/bin"}
-    code = "import sys; from infra_obs_probe.quality.cli import main; sys.exit(main())"
-    return [sys.executable, "-c", code, *args], env
+    return [sys.executable, "-m", "infra_obs_probe.quality", *args], env
 
 
 def test_the_gate_prints_a_table_writes_json_and_fails_on_a_failure(tmp_path, origin):

@@ -20,8 +20,10 @@ ADDRESS_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}")  # no zone id, no host name: i
 DOTTED = re.compile(r"[0-9.]+")
 # scheme://host[:port][/path]: the host an RFC 1123 name or an IP literal ([v6]), the path up to 256 unreserved
 # characters.
+# An RFC 1123 host name (the resolver's business from there).
+DNS_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 URL = re.compile(
-    r"https?://(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]{0,255})?"
+    rf"https?://(\[[0-9A-Fa-f:.]{{2,45}}\]|{DNS_NAME.pattern})(:[0-9]{{1,5}})?(/[A-Za-z0-9._~/-]{{0,255}})?"
 )
 # A check's URL may carry a query of unreserved characters, '=', '&' and percent escapes.
 QUERY = re.compile(r"\?[A-Za-z0-9._~=&%-]{0,255}")
@@ -49,6 +51,18 @@ def _show(value: Any) -> str:
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= 200 else text[:200] + "...(cut)"
+
+
+def host_port(host: str, port: int) -> str:
+    """HOST:PORT, an IPv6 literal in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def yaml_error(path: str, error: yaml.YAMLError) -> ConfigError:
+    """A YAML syntax error as a ConfigError naming the line and column."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "(file)"
+    return ConfigError(path, where, f"invalid YAML: {getattr(error, 'problem', error)}", show_value=False)
 
 
 def _grammar_text(grammar: re.Pattern) -> str:
@@ -163,8 +177,7 @@ class Config:
 
     @property
     def listen(self) -> str:
-        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
-        return f"{host}:{self.listen_port}"
+        return host_port(self.listen_host, self.listen_port)
 
 
 class _Map:
@@ -474,7 +487,5 @@ def load(path: str) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "(file)"
-        raise ConfigError(path, where, f"invalid YAML: {getattr(e, 'problem', e)}", show_value=False) from None
+        raise yaml_error(path, e) from None
     return parse(data, path)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import consul
 
-from .config import HOST_NAME, NAME, Config, Register, Source, parse_address
+from .config import HOST_NAME, NAME, Config, Register, Source, host_port, parse_address
 from .engine import Prober
 from .series import Target
 from .status import Status
@@ -110,7 +110,7 @@ def registration(r: Register, source: Source, listen_host: str, listen_port: int
         host = listen_host
         if host in ("0.0.0.0", "::"):
             host = r.address or r.address6 or "127.0.0.1"
-        check_url = f"http://{f'[{host}]' if ':' in host else host}:{listen_port}/-/healthy"
+        check_url = f"http://{host_port(host, listen_port)}/-/healthy"
     tagged = {}
     if r.address:
         tagged["lan_ipv4"] = {"address": r.address, "port": port}

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
+from ..config import host_port
 from ..discovery import client as consul_client
 from .config import Check, QualityConfig
 
@@ -160,8 +161,7 @@ def _grpc_burst(check: Check) -> Result:
     import grpc  # noqa: PLC0415 - only checkers with gRPC checks need it (the wheel's grpc extra)
     from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
 
-    host = f"[{check.host}]" if ":" in check.host else check.host
-    address = f"{host}:{check.port}"
+    address = host_port(check.host, check.port)
     if check.tls:
         roots = None
         if check.ca_file:
@@ -216,10 +216,6 @@ def _consul(check: Check, config: QualityConfig) -> list[Result]:
     return rows
 
 
-def _instance(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 def _prometheus(check: Check, config: QualityConfig) -> list[Result]:
     """Each instance Consul holds is scraped (up 1) under the region and AZ it registered with."""
     _, entries = consul_client(config.consul_url).catalog.service(check.target_service)
@@ -230,7 +226,7 @@ def _prometheus(check: Check, config: QualityConfig) -> list[Result]:
     rows = [_instances_row(check, len(entries))]
     for entry in entries:
         meta = entry.get("ServiceMeta") or {}
-        instance = _instance(
+        instance = host_port(
             entry.get("ServiceAddress") or entry.get("Address") or "", int(entry.get("ServicePort") or 0)
         )
         found = scraped.get(instance)

@@ -11,11 +11,23 @@ from typing import Any
 
 import yaml
 
-from ..config import HOST_NAME, URL, ConfigError, Register, Source, _address, _listen, _Map, _register, _url
+from ..config import (
+    DNS_NAME,
+    HOST_NAME,
+    URL,
+    ConfigError,
+    Register,
+    Source,
+    _address,
+    _listen,
+    _Map,
+    _register,
+    _url,
+    host_port,
+    yaml_error,
+)
 
 CHECK_KINDS = ("http", "tcp", "grpc", "consul", "prometheus")
-# Targets by name: RFC 1123 host names (the resolver's business), or IP literals parsed as such.
-DNS_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 GRPC_SERVICE = re.compile(r"[A-Za-z0-9_.]{0,200}")
 ABSOLUTE_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,255}")
 MAX_FILE_BYTES = 1 << 20
@@ -69,8 +81,7 @@ class Check:
         if self.kind == "http":
             return self.url
         if self.kind in ("tcp", "grpc"):
-            host = f"[{self.host}]" if ":" in self.host else self.host
-            return f"{host}:{self.port}" + (f"/{self.grpc_service}" if self.grpc_service else "")
+            return host_port(self.host, self.port) + (f"/{self.grpc_service}" if self.grpc_service else "")
         return self.target_service
 
 
@@ -125,9 +136,7 @@ def read_yaml(path: str) -> Any:
     except UnicodeDecodeError:
         raise ConfigError(path, "(file)", "is not UTF-8 text", show_value=False) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "(file)"
-        raise ConfigError(path, where, f"invalid YAML: {getattr(e, 'problem', e)}", show_value=False) from None
+        raise yaml_error(path, e) from None
 
 
 def _host(m: _Map, key: str) -> str:

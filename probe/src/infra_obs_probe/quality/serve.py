@@ -125,10 +125,12 @@ class _Server(ThreadingHTTPServer):
     registry: CollectorRegistry
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 def _server(config: QualityConfig, state: State) -> _Server:
-    server_class = (
-        type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in config.listen_host else _Server
-    )
+    server_class = _Server6 if ":" in config.listen_host else _Server
     server = server_class((config.listen_host, config.listen_port), _Handler)
     server.state = state
     server.registry = CollectorRegistry()
