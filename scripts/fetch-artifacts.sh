@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Fills the artefact cache with every third-party artefact the lab serves, in its upstream shape with a
-# .sha256 beside it, and puts promtool on the controller for config and rule checks. Idempotent.
+# .sha256 beside it, and puts promtool (and yace) on the controller for config and rule checks. Idempotent.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 "$REPO_ROOT/scripts/fetch-deb.sh" "$(lab_var consul_deb_suite)" consul "$(lab_var consul_deb_version)"
 "$REPO_ROOT/scripts/build-prometheus.sh"
+# YACE for the cost system; also puts yace on the controller ($INFRA_OBS_CACHE/bin) for its tests.
+"$REPO_ROOT/scripts/build-yace.sh"
 "$REPO_ROOT/scripts/fetch-grafana-schema.sh" >/dev/null
-"$REPO_ROOT/scripts/build-probe-wheelhouse.sh"
+"$REPO_ROOT/scripts/build-wheelhouse.sh" probe
+"$REPO_ROOT/scripts/build-wheelhouse.sh" cost
 "$REPO_ROOT/scripts/build-mm2-image.sh" >/dev/null
 
 # Kafka's jars as one reproducible archive for the lab's brokers (role kafka_lab), remade when the manifest changes

@@ -63,6 +63,8 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 COLLECTION_DIR = "collections/ansible_collections/infra/obs"
 # The data a deployment applies, from the tag as well: playbooks, and inventories with their whitelists and flows.
 DEPLOYABLE = ("playbooks", "inventories")
+# Our host packages (probe/, cost/): each ships as the wheelhouse scripts/build-wheelhouse.sh packs.
+WHEELHOUSES = ("probe", "cost")
 # A path inside the release's tree (INVENTORY, PLAYBOOK): plain segments, so it cannot leave the tree.
 TREE_PATH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,9}")
 # An Ansible host pattern without `@file` (which would read a file of the caller's choosing).
@@ -228,13 +230,13 @@ def package(tag: str) -> pathlib.Path:
         (built,) = galaxy.glob("*.tar.gz")
         files[built.name] = deterministic_tgz(tar_members(built), commit_time)
 
-        # The tag's own recipe: its wheelhouse is reproducible and cached by its sources.
-        run(["bash", str(src / "scripts/build-probe-wheelhouse.sh")])
-        version = re.search(
-            r'^__version__ = "(.+)"$', (src / "probe/src/infra_obs_probe/__init__.py").read_text(), re.M
-        )
-        wheelhouse = store.CACHE / "artifacts/probe" / f"infra-obs-probe-{version[1]}.tar.gz"
-        files[wheelhouse.name] = wheelhouse.read_bytes()
+        # The tag's own recipe: its wheelhouses are reproducible and cached by their sources.
+        for package in WHEELHOUSES:
+            run(["bash", str(src / "scripts/build-wheelhouse.sh"), package])
+            init = (src / f"{package}/src/infra_obs_{package}/__init__.py").read_text()
+            version = re.search(r'^__version__ = "(.+)"$', init, re.M)
+            wheelhouse = store.CACHE / "artifacts" / package / f"infra-obs-{package}-{version[1]}.tar.gz"
+            files[wheelhouse.name] = wheelhouse.read_bytes()
 
         files["deploy.tar.gz"] = deterministic_tgz(tree_members(src, DEPLOYABLE), commit_time)
 

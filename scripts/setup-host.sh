@@ -11,8 +11,9 @@ source "$(dirname "$0")/lib.sh"
 # openjdk-17-jre-headless, maven: Kafka and MirrorMaker 2 from Maven Central's jars (scripts/fetch-kafka.sh).
 # openssh-client: Ansible reaches the lab's containers over SSH (scripts/lab-ssh-proxy.sh).
 # openssl (with the JRE's keytool): the CA, keys and stores of the SCRAM-over-TLS Kafka tests.
+# mariadb-server: the cost collector's tests run the real server on loopback, with a data directory of their own.
 packages=(podman runc netavark aardvark-dns debootstrap uidmap iptables curl ca-certificates jq git make nginx libnginx-mod-stream
-  iproute2 procps wrk chromium openjdk-17-jre-headless maven openssh-client openssl)
+  iproute2 procps wrk chromium openjdk-17-jre-headless maven openssh-client openssl mariadb-server)
 # npm fetches Grafana's dashboard schema; machines of this kind come with Node.js 20, Debian's is the fallback.
 command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()

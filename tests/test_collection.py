@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import load as load_whitelist
+from infra_obs_cost import config as cost_config
 from infra_obs_probe.quality.config import parse_checks
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -112,6 +113,14 @@ def test_yaml_example_in_the_docs_checks(installed, tmp_path, doc, text):
     if isinstance(data, dict) and {"service", "checks"} <= set(data):
         # A quality check file: the checker's own parser must accept it.
         parse_checks(data, str(doc))
+        return
+    if isinstance(data, dict) and {"collector", "database"} <= set(data):
+        # A cost collector config: the collector's own parser must accept it (with a password file of the test's).
+        password = tmp_path / "db-password"
+        password.write_text("example\n")
+        if "password_file" in data["database"]:
+            data["database"]["password_file"] = str(password)
+        cost_config.parse(data, str(doc))
         return
     if isinstance(data, dict):
         # A whitelist file: the module's own loader must accept it.

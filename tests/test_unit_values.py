@@ -32,6 +32,11 @@ ROLE_VARS = {
         "quality_checker_address": "192.0.2.10",
         "quality_checker_checks_dir": str(pathlib.Path(__file__).resolve().parents[1] / "inventories/lab/checks"),
     },
+    "cost_collector": {
+        "cost_collector_wheelhouse_url": "http://mirror.invalid/cost.tar.gz",
+        "cost_collector_region": "eu-central-1",
+        "cost_collector_az": "eu-central-1a",
+    },
 }
 HOSTILE = {
     "directive": "/var/lib/consul\nExecStartPre=+/bin/sh -c 'id > /tmp/pwned'",
@@ -56,6 +61,8 @@ CASES = [
     ("kafka_lab", "kafka_lab_config_dir", "quote"),
     ("quality_checker", "quality_checker_version", "directive"),
     ("quality_checker", "quality_checker_config_dir", "specifier"),
+    ("cost_collector", "cost_collector_state_dir", "directive"),
+    ("cost_collector", "cost_collector_user", "quote"),
 ]
 
 
@@ -71,6 +78,10 @@ OTHER_CASES = {
     "quality-token": ("quality_checker", {"quality_checker_consul_token": "0f9d\nLD_PRELOAD=/tmp/e.so"}),
     "quality-no-checks": ("quality_checker", {"quality_checker_checks_dir": "/nonexistent/checks"}),
     "prometheus-meta": ("prometheus", {"prometheus_consul_meta_labels": ["region", "__address__"]}),
+    "cost-aws-secret": ("cost_collector", {"cost_collector_aws_secret_access_key": "s3cret\nLD_PRELOAD=/tmp/e.so"}),
+    "cost-calendar": ("cost_collector", {"cost_collector_on_calendar": "daily\nExecStartPre=/bin/sh"}),
+    "cost-calendar-specifier": ("cost_collector", {"cost_collector_on_calendar": "*-*-* %H:00"}),
+    "cost-no-password": ("cost_collector", {"cost_collector_database_driver": "mysql"}),
 }
 
 
@@ -137,7 +148,16 @@ def test_a_hostile_consul_token_is_refused_without_being_shown(preflight):
     failures, output = preflight
     assert "probe_exporter_consul_token (not shown)" in failures["probe-token"]
     assert "quality_checker_consul_token (not shown)" in failures["quality-token"]
-    assert "LD_PRELOAD" not in output
+    assert "cost_collector_aws_* (not shown)" in failures["cost-aws-secret"]
+    assert "LD_PRELOAD" not in output and "s3cret" not in output
+
+
+def test_the_cost_timers_schedule_is_a_calendar_spec_alone(preflight):
+    failures, _ = preflight
+    for host in ("cost-calendar", "cost-calendar-specifier"):
+        assert f"host {host}: cost_collector_on_calendar=" in failures[host], failures[host]
+        assert "must be a systemd calendar spec" in failures[host], failures[host]
+    assert "cost_collector_database_password (not shown) must be set" in failures["cost-no-password"]
 
 
 def test_a_checker_without_check_files_is_refused(preflight):

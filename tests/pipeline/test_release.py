@@ -98,8 +98,8 @@ def test_publish_reads_back_is_listed_and_is_refused_a_second_time(release, stor
         return {o["Key"]: o["ETag"] for o in objects}
 
     before = stored()
-    assert len(before) == 5  # three files, the manifest and publish.json
-    with pytest.raises(rel.ReleaseError, match=f"release {TAG} is in the store already \\(5 objects"):
+    assert len(before) == 6  # four files (collection, two wheelhouses, deploy), the manifest and publish.json
+    with pytest.raises(rel.ReleaseError, match=f"release {TAG} is in the store already \\(6 objects"):
         release.publish(TAG)
     # The store refuses an overwrite itself, whoever asks.
     with pytest.raises(rel.ReleaseError, match="exists already: a release is never overwritten"):

@@ -1,0 +1,123 @@
+"""One collection run: each of the last `days` complete UTC days fetched, validated and written as its own batch,
+and the run's outcome kept in the state file that `serve` exports."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from .config import Config
+from .model import Policy, daily
+from .sources import SourceError, open_source
+from .store import Store, StoreError
+
+log = logging.getLogger("infra_obs_cost")
+
+
+@dataclass
+class RunState:
+    """What `serve` exports: the last run, the last success, and counters over all runs."""
+
+    last_run_start: float = 0.0
+    last_run_end: float = 0.0
+    last_success: float = 0.0
+    last_result: str = ""  # "success" | "failed"
+    last_error: str = ""
+    duration: float = 0.0
+    days: int = 0
+    batches: int = 0
+    records: int = 0  # produced this run
+    records_added: int = 0
+    records_changed: int = 0
+    rejects: int = 0  # reject rows produced this run (a record may have several)
+    records_rejected: int = 0  # records not written for a whole-record reason
+    source_calls: int = 0
+    runs: dict[str, int] = field(default_factory=lambda: {"success": 0, "failed": 0})
+    errors: dict[str, int] = field(default_factory=lambda: {"source": 0, "database": 0})
+
+    @property
+    def reject_ratio(self) -> float:
+        considered = self.records // 2 + self.records_rejected  # records come as avg + max
+        return self.records_rejected / considered if considered else 0.0
+
+
+def read_state(path: str) -> RunState:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return RunState()
+    except (OSError, ValueError) as e:
+        log.warning("state file %s unreadable (%s): starting afresh", path, e)
+        return RunState()
+    known = {k: v for k, v in data.items() if k in RunState.__dataclass_fields__}
+    return RunState(**known)
+
+
+def write_state(path: str, state: RunState) -> None:
+    directory = os.path.dirname(path) or "."
+    with tempfile.NamedTemporaryFile("w", dir=directory, prefix=".state.", delete=False, encoding="utf-8") as f:
+        json.dump(asdict(state), f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(f.name, path)
+
+
+def days_to_collect(config: Config, today: datetime.date) -> list[datetime.date]:
+    return [today - datetime.timedelta(days=n) for n in range(config.days, 0, -1)]
+
+
+def run(config: Config, today: datetime.date | None = None, source=None) -> RunState:
+    """Collects, writes and records the outcome; raises SourceError or StoreError after recording a failure."""
+    state = read_state(config.state_file)
+    counters = (dict(state.runs), dict(state.errors), state.last_success)
+    state = RunState(runs=counters[0], errors=counters[1], last_success=counters[2], last_run_start=time.time())
+    today = today or datetime.datetime.now(datetime.UTC).date()
+    policy = Policy(config.min_samples)
+    try:
+        source = source or open_source(config)
+        with Store(config.database) as store:
+            store.migrate()
+            for day in days_to_collect(config, today):
+                fetched = source.fetch(day)
+                state.source_calls += fetched.calls
+                records, rejects = daily(day, fetched.observations, fetched.teams, policy)
+                result = store.write_day(source.name, day, records, rejects)
+                state.days += 1
+                state.records += len(records)
+                state.rejects += len(rejects)
+                state.records_rejected += sum(1 for j in rejects if j.samples == 0)
+                state.records_added += result.records_added
+                state.records_changed += result.records_changed
+                if result.batch_id:
+                    state.batches += 1
+                    log.info(
+                        "%s: batch %s: %d records added, %d changed, %d rejects added, %d changed",
+                        day, result.batch_id, result.records_added, result.records_changed,
+                        result.rejects_added, result.rejects_changed,
+                    )  # fmt: skip
+                else:
+                    log.info("%s: nothing new (%d records, %d rejects)", day, len(records), len(rejects))
+    except (SourceError, StoreError) as e:
+        kind = "source" if isinstance(e, SourceError) else "database"
+        state.errors[kind] = state.errors.get(kind, 0) + 1
+        _finish(config, state, "failed", str(e))
+        raise
+    _finish(config, state, "success", "")
+    return state
+
+
+def _finish(config: Config, state: RunState, result: str, error: str) -> None:
+    state.last_run_end = time.time()
+    state.duration = state.last_run_end - state.last_run_start
+    state.last_result = result
+    state.last_error = error[:500]
+    state.runs[result] = state.runs.get(result, 0) + 1
+    if result == "success":
+        state.last_success = state.last_run_end
+    write_state(config.state_file, state)
