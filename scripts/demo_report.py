@@ -1,6 +1,6 @@
 """Prints where to look after `make demo`: Prometheus's address and its targets by region and AZ, the probe mesh, one
 allowed and one denied request through the lab's whitelist proxy, the MirrorMaker 2 flow as Prometheus sees it, and
-the service-quality checkers' results."""
+the service-quality checkers' results, and the cost system (YACE reading the lab's AWS, the collector's health)."""
 
 import json
 import subprocess
@@ -134,6 +134,32 @@ def quality_checks(lab: dict, url: str) -> bool:
     return ok
 
 
+def cost_system(lab: dict, url: str) -> bool:
+    """YACE's view of the lab's AWS in Prometheus (the seeded instances, with tags), and the collector's health."""
+    hostvars = lab["_meta"]["hostvars"]
+    yace = lab.get("yace_exporters", {}).get("hosts", [])
+    collectors = lab.get("cost_collectors", {}).get("hosts", [])
+    if not yace and not collectors:
+        return True
+
+    def seen():
+        found = prometheus_query(url, 'count by (exported_region) ({__name__=~"aws_(ec2|rds)_info"})')
+        return found and prometheus_query(url, "infra_obs_cost_build_info") and found
+
+    found = wait_for(seen, 180) or []
+    print("\nCost and utilisation (docs/cost.md): YACE on " + ", ".join(yace) + ", reading the lab's AWS (moto)")
+    for series in found:
+        region, count = series["metric"].get("exported_region", "?"), series["value"][1]
+        print(f"  {region:<15} {count:>4} EC2 and RDS instances (aws_ec2_info, aws_rds_info)")
+    for collector in collectors:
+        print(
+            f"  collector on {collector}: health http://{hostvars[collector]['lab_ipv4']}:9312/metrics; its timer runs"
+            f" daily; one run now: podman exec {hostvars[collector]['ansible_host']} systemctl start"
+            " infra-obs-cost-collect (records in MariaDB, database infra_obs_cost)"
+        )
+    return bool(found)
+
+
 def all_hosts(lab: dict, group: str) -> list[str]:
     """The hosts of an inventory group, its children's included."""
     entry = lab.get(group, {})
@@ -183,7 +209,10 @@ def main() -> int:
     quality_ok = quality_checks(lab, url)
     if not quality_ok:
         print("\na quality checker has no results or a failing check after 90 s; see above", file=sys.stderr)
-    return 0 if complete and mesh_ok and whitelist_ok and mm2_ok and quality_ok else 1
+    cost_ok = cost_system(lab, url)
+    if not cost_ok:
+        print("\nPrometheus has no YACE series of the lab's AWS or no collector health after 180 s", file=sys.stderr)
+    return 0 if complete and mesh_ok and whitelist_ok and mm2_ok and quality_ok and cost_ok else 1
 
 
 if __name__ == "__main__":

@@ -39,6 +39,19 @@ hosts() {
 
 containers() { hosts | cut -d' ' -f1; }
 
+# The lab's AWS for YACE (playbooks/cost.yml): moto, seeded, on the network's gateway (the one address of this
+# machine the hosts reach, and only once a container is on the network), at the inventory's lab_aws_port. Its pid file is the one the lab's group_vars name.
+lab_aws() {  # lab_aws up|down
+  local script=("$INFRA_OBS_CACHE/venv/bin/python" "$REPO_ROOT/scripts/lab_aws.py") pidfile="$INFRA_OBS_CACHE/run/lab-aws-lab.pid"
+  "${script[@]}" down --pidfile "$pidfile"
+  [[ $1 == up ]] || return 0
+  local gateway port endpoint
+  gateway=$(podman network inspect "$network" --format '{{range .Subnets}}{{.Gateway}} {{end}}' | tr ' ' '\n' | grep -m1 '^[0-9.]\+$')
+  port=$("$INFRA_OBS_CACHE/venv/bin/ansible-inventory" -i "$REPO_ROOT/inventories/lab/hosts.yml" --host mon | jq -r .lab_aws_port)
+  endpoint=$("${script[@]}" up --host "$gateway" --port "$port" --pidfile "$pidfile")
+  log "the lab's AWS: $endpoint"
+}
+
 up() {
   local image
   image=$("$REPO_ROOT/scripts/refresh-base-lists.sh")
@@ -66,11 +79,13 @@ up() {
     done
   done
   log "lab hosts up: $(containers | tr '\n' ' ')"
+  # Once a host runs: podman gives this machine the gateway's address with the network's first container.
+  lab_aws up
 }
 
 case ${1:-} in
   up) up ;;
-  down) clean "$prefix" ;;
+  down) lab_aws down; clean "$prefix" ;;
   clean) clean "${2:?prefix}" ;;
   *) die "usage: lab.sh up|down|clean PREFIX" ;;
 esac

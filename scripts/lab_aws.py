@@ -3,6 +3,8 @@ moto's default account, their CloudWatch metrics now (put into a moto server) an
 OpenMetrics text in the shape YACE v0.67.0 exports, backfilled into a Prometheus data directory with promtool).
 
     python scripts/lab_aws.py seed --endpoint URL [--now ISO]        # instances + the last 30 minutes of metrics
+    python scripts/lab_aws.py up --host ADDRESS --port PORT --pidfile FILE       # a moto server there, seeded
+    python scripts/lab_aws.py down --pidfile FILE                                # and stopped
     python scripts/lab_aws.py history --out FILE [--now ISO] [--endpoint URL]      # the 14 days, OpenMetrics text
     python scripts/lab_aws.py backfill --out FILE --data-dir DIR [--now ISO] [--endpoint URL]
                                                      # history into FILE, then TSDB blocks from it into DIR
@@ -75,6 +77,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import boto3
+import store
 
 SEED = 7
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -721,7 +724,14 @@ def main(argv: Iterable[str]) -> int:
     seed = commands.add_parser("seed", help="instances and the last 30 minutes of metrics into a moto server")
     history = commands.add_parser("history", help="the 14-day history as OpenMetrics text")
     fill = commands.add_parser("backfill", help="the history into FILE, then TSDB blocks from it into DIR")
-    for command in (seed, history, fill):
+    # The lab hosts reach the controller only at their network's gateway: the lab's AWS listens there.
+    up = commands.add_parser("up", help="a moto server on ADDRESS:PORT (unless one answers there), then seed it")
+    down = commands.add_parser("down", help="stop the moto server `up` started")
+    for command in (up, down):
+        command.add_argument("--pidfile", required=True, type=pathlib.Path)
+    up.add_argument("--host", required=True, help="the address to listen on (the lab network's gateway)")
+    up.add_argument("--port", required=True, type=int)
+    for command in (seed, history, fill, up):
         command.add_argument("--now", help="ISO 8601 (UTC when no offset); default: the clock")
         command.add_argument("--seed", type=int, default=SEED)
     seed.add_argument("--endpoint", required=True, help="moto server URL")
@@ -732,6 +742,12 @@ def main(argv: Iterable[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.command == "seed":
         print(json.dumps(seed_moto(args.endpoint, _now(args.now), args.seed), indent=1))
+    elif args.command == "up":
+        endpoint = store.start(args.host, args.port, args.pidfile)
+        seed_moto(endpoint, _now(args.now), args.seed)
+        print(endpoint)
+    elif args.command == "down":
+        store.stop(args.pidfile)
     elif args.command == "history":
         _history(args)
     else:

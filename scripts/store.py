@@ -27,9 +27,9 @@ ENDPOINT = f"http://127.0.0.1:{PORT}"
 PIDFILE = CACHE / "run" / "store.pid"
 
 
-def answering() -> bool:
+def answering(endpoint: str = ENDPOINT) -> bool:
     try:
-        with urllib.request.urlopen(ENDPOINT + "/", timeout=2):
+        with urllib.request.urlopen(endpoint + "/", timeout=2):
             return True
     except urllib.error.HTTPError:
         return True
@@ -47,26 +47,38 @@ def client():
     )
 
 
-def start() -> None:
-    if answering():
-        return
-    PIDFILE.parent.mkdir(parents=True, exist_ok=True)
+def start(host: str = "127.0.0.1", port: int = PORT, pidfile: pathlib.Path = PIDFILE) -> str:
+    """A moto server on HOST:PORT, detached, its pid in PIDFILE and its log beside it; returns its URL."""
+    endpoint = f"http://{host}:{port}"
+    # Ours and answering: an answer alone can come from something else (an address not yet on this machine routes
+    # out, and a sandbox's proxy may answer anything).
+    if running(pidfile) and answering(endpoint):
+        return endpoint
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
     moto = pathlib.Path(sys.executable).with_name("moto_server")
-    with PIDFILE.with_suffix(".log").open("ab") as log:
+    with pidfile.with_suffix(".log").open("ab") as log:
         proc = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(PORT)],
+            [str(moto), "-H", host, "-p", str(port)],
             stdout=log,
             stderr=log,
             start_new_session=True,
         )
-    PIDFILE.write_text(str(proc.pid))
+    pidfile.write_text(str(proc.pid))
     for _ in range(100):
-        if answering():
-            return
+        if answering(endpoint):
+            return endpoint
         if proc.poll() is not None:
-            sys.exit(f"store: moto_server exited with {proc.returncode}; see {PIDFILE.with_suffix('.log')}")
+            sys.exit(f"moto_server exited with {proc.returncode}; see {pidfile.with_suffix('.log')}")
         time.sleep(0.1)
-    sys.exit(f"store: nothing answers on {ENDPOINT} after 10 s")
+    sys.exit(f"nothing answers on {endpoint} after 10 s")
+
+
+def running(pidfile: pathlib.Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def md5(path: pathlib.Path) -> str:
@@ -98,12 +110,12 @@ def fill() -> int:
     return uploaded
 
 
-def stop() -> None:
-    if not PIDFILE.exists():
+def stop(pidfile: pathlib.Path = PIDFILE) -> None:
+    if not pidfile.exists():
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(int(PIDFILE.read_text()), signal.SIGTERM)
-    PIDFILE.unlink()
+        os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+    pidfile.unlink()
 
 
 def main(argv: list[str]) -> None:
