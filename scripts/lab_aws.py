@@ -20,12 +20,13 @@ CloudWatch are the 6 from now - 25 min to now (before 00:25 UTC some of them are
 are whole UTC days inside the history whenever now is 01:00 UTC or later; day 0 and day 14 are partial.
 
 Series (the table _METRIC_TABLE, METRIC_TAGS and INFO_SERIES): aws_ec2_cpuutilization_average,
-aws_rds_cpuutilization_average and aws_rds_database_connections_average carry account_id, region,
+aws_ec2_network_in_sum, aws_ec2_network_out_sum, aws_rds_cpuutilization_average and
+aws_rds_database_connections_average carry account_id, region,
 dimension_InstanceId / dimension_DBInstanceIdentifier, name (the ARN) and tag_team, tag_owner, tag_Name (the yace
 role's exported tags; a tag the resource lacks is a label it lacks); aws_cwagent_mem_used_percent_average and
 aws_cwagent_disk_used_percent_average the same without tags and with name="global"; aws_ec2_info and aws_rds_info
 (value 0, every 5 minutes) account_id, region, name and tag_<key> for each of its tags, tag_lab_key included.
-The file for 14 days is about 230 MB (1,085,784 samples in 270 series).
+The file for 14 days is about 370 MB (1,568,200 samples in 390 series).
 
 Resources (RESOURCES, from the table below; key, then the tags team/owner/Name, the shape and the instance size):
 EC2 ec2-use1-00..31 (us-east-1) and ec2-euc1-00..27 (eu-central-1); RDS rds-use1-0..5 and rds-euc1-0..3. The
@@ -41,6 +42,8 @@ Shapes (percentages rounded to 0.01; clean samples, before faults):
     daily   CPU 5 + 60 * c, memory 30 + 30 * c, RDS connections 5 + 70 * c (each +- 2 or 3), where
             c = (1 - cos(2 pi (hour - 2) / 24)) / 2: 0 at 02:00 UTC, 1 at 14:00 UTC
     disk (every EC2): a level of 20..70 per instance, rising 0.2 a day
+    network (EC2, bytes in and bytes out per 5 minutes, whole numbers): idle 500..3000 (under 1 MB a day each way),
+            bursty 20..60 KB with 5..20 MB in the spikes, busy 20..80 MB, daily 0.1 + 20 * c MB
 
 Faults (FAULTS; metric None = every metric of the resource; hours are UTC, None = the whole day):
     ec2-use1-01 busy    gap      all   day 2 hours 10-12     stopped 3 h: 36 samples missing from each series
@@ -93,13 +96,16 @@ KEY_TAG = "lab:key"
 MAX_BLOCK_DURATION = "168h"
 SHAPES = ("idle", "busy", "bursty", "daily")
 
-# The series YACE v0.67.0 makes of each CloudWatch metric (statistic Average), easy to adjust should it differ:
-# `name` is the resource's ARN where YACE associates the metric with a resource, "global" where it cannot (CWAgent).
+# The series YACE v0.67.0 makes of each CloudWatch metric (statistic Average; Sum for the network's bytes), easy to
+# adjust should it differ: `name` is the resource's ARN where YACE associates the metric with a resource, "global"
+# where it cannot (CWAgent).
 _METRIC_TABLE = """
 svc short       namespace metric              unit    series                                dimension            name
 ec2 cpu         AWS/EC2   CPUUtilization      Percent aws_ec2_cpuutilization_average        InstanceId           arn
 ec2 mem         CWAgent   mem_used_percent    Percent aws_cwagent_mem_used_percent_average  InstanceId           global
 ec2 disk        CWAgent   disk_used_percent   Percent aws_cwagent_disk_used_percent_average InstanceId           global
+ec2 netin       AWS/EC2   NetworkIn           Bytes   aws_ec2_network_in_sum                InstanceId           arn
+ec2 netout      AWS/EC2   NetworkOut          Bytes   aws_ec2_network_out_sum               InstanceId           arn
 rds cpu         AWS/RDS   CPUUtilization      Percent aws_rds_cpuutilization_average        DBInstanceIdentifier arn
 rds connections AWS/RDS   DatabaseConnections Count   aws_rds_database_connections_average  DBInstanceIdentifier arn
 """
@@ -341,7 +347,9 @@ def _clean_day(resource: Resource, metric: Metric, day: int, seed: int) -> list[
     level = random.Random(f"{seed}:{resource.key}:{metric.short}")
     shape, short, slots = resource.shape, metric.short, range(DAY // STEP)
     spikes = _spikes(seed, resource.key, day) if shape == "bursty" else set()
-    if short == "disk":
+    if short in ("netin", "netout"):
+        values = [_network(shape, rng, s, s in spikes) for s in slots]
+    elif short == "disk":
         base = level.uniform(20, 70) + 0.2 * (HISTORY_DAYS - day)
         values = [base + 0.2 * s / len(slots) + rng.uniform(-0.05, 0.05) for s in slots]
     elif short == "connections":
@@ -359,6 +367,20 @@ def _clean_day(resource: Resource, metric: Metric, day: int, seed: int) -> list[
         low, high = (5, 60) if short == "cpu" else (30, 30)
         values = [low + high * _cycle(s) + rng.uniform(-2, 2) for s in slots]
     return [round(v, 2) for v in values]
+
+
+def _network(shape: str, rng: random.Random, slot: int, spike: bool) -> float:
+    """Bytes in (or out) in 5 minutes: idle well under 5 MB a day both ways (0.5 to 3 KB a sample), bursty over it
+    (20 to 60 KB, and 5 to 20 MB in the spikes), busy and daily far over."""
+    if shape == "idle":
+        value = rng.uniform(500, 3000)
+    elif shape == "busy":
+        value = rng.uniform(2e7, 8e7)
+    elif shape == "bursty":
+        value = rng.uniform(5e6, 2e7) if spike else rng.uniform(2e4, 6e4)
+    else:
+        value = 1e5 + 2e7 * _cycle(slot) + rng.uniform(0, 1e4)
+    return float(round(value))
 
 
 def _connections(shape: str, rng: random.Random, slot: int, spike: bool) -> float:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import load as load_whitelist
 from infra_obs_cost import config as cost_config
+from infra_obs_cost.findings import Prices, parse_policy
 from infra_obs_probe.quality.config import parse_checks
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -127,6 +128,10 @@ def test_yaml_example_in_the_docs_checks(installed, tmp_path, doc, text):
         if "password_file" in data["database"]:
             data["database"]["password_file"] = str(password)
         cost_config.parse(data, str(doc))
+        return
+    if isinstance(data, dict) and data and set(data) <= {"rules", "teams"}:
+        # A findings policy: the collector's own parser must accept it.
+        parse_policy(data, str(doc), Prices())
         return
     if isinstance(data, dict) and set(data) <= ROLE_OPTIONS:
         # Inventory variables: each one an option some role declares in its argument_specs.

@@ -1,5 +1,6 @@
 """Fixtures for the cost system's tests: free loopback ports, moto servers (the lab's AWS account) and Prometheus
-servers started from the release tarball the lab deploys. Servers get generous startup deadlines (polled), and are
+servers started from the release tarball the lab deploys, a MariaDB server (a module's) and the databases a test
+runs on (SQLite and that MariaDB). Servers get generous startup deadlines (polled), and are
 stopped, with their log printed, when their scope ends."""
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 import requests
+from infra_obs_cost.store import Database
+from lab_mariadb import running
 
 CACHE = pathlib.Path(os.environ.get("INFRA_OBS_CACHE", "/var/cache/infra-obs"))
 PROMETHEUS_TARBALL = CACHE / "artifacts/prometheus/prometheus-3.16.0.linux-amd64.tar.gz"
@@ -143,3 +146,19 @@ def start_prometheus(prometheus_binary, tmp_path_factory) -> Iterator[Callable[.
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def mariadb(tmp_path_factory):
+    with running(tmp_path_factory.mktemp("mariadb")) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def database(request, tmp_path) -> Database:
+    """An empty database of each driver: a SQLite file, or the module's MariaDB emptied."""
+    if request.param == "sqlite":
+        return Database("sqlite", path=str(tmp_path / "cost.db"))
+    server = request.getfixturevalue("mariadb")
+    server.reset()
+    return server.database()

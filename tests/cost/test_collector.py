@@ -20,7 +20,7 @@ from infra_obs_cost import collect
 from infra_obs_cost.config import load
 from infra_obs_cost.serve import HealthCollector
 from infra_obs_cost.sources import PrometheusSource
-from infra_obs_cost.store import Store
+from infra_obs_cost.store import TABLES, Store
 from lab_mariadb import running
 from labinfo import run_playbook
 from yace.yace_lab import render, start_yace, yace_binary
@@ -104,7 +104,11 @@ def lab(moto_server, start_prometheus, free_port, tmp_path_factory):
             return result and int(result[0]["value"][1]) >= 28
 
         wait_for(live, "YACE's info series of eu-central-1 in Prometheus")
-        yield {"now": now, "ids": ids, "prometheus": prometheus.url, "work": work}
+        # The collector asks the account for instance types with the host's credentials: moto takes any.
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("AWS_ACCESS_KEY_ID", "lab")
+            env.setenv("AWS_SECRET_ACCESS_KEY", "lab")
+            yield {"now": now, "ids": ids, "prometheus": prometheus.url, "work": work, "moto": moto_server}
     finally:
         yace_process.terminate()
         yace_process.wait(timeout=30)
@@ -117,13 +121,19 @@ def mariadb(tmp_path_factory):
 
 
 def collector_config(lab, database: dict, name: str) -> str:
+    """The config of a run into database: the days FIRST_DAY to LAST_DAY, and findings with the instances' types
+    from the account (moto) and a price table."""
     path = lab["work"] / f"{name}.yml"
+    prices = lab["work"] / "prices.yml"
+    prices.write_text(yaml.safe_dump({"ec2": {"m5.xlarge": 0.192}, "rds": {"db.r5.xlarge": 0.5}}))
     path.write_text(yaml.safe_dump({
         "collector": {"name": "cost-test", "region": "eu-central-1", "az": "eu-central-1a"},
         "prometheus": {"url": lab["prometheus"]},
+        "cloudwatch": {"endpoint_url": lab["moto"]},
         "database": database,
         "days": FIRST_DAY - LAST_DAY + 1,
         "state_file": str(lab["work"] / f"{name}-state.json"),
+        "findings": {"prices_file": str(prices), "instance_types": True},
     }))  # fmt: skip
     return str(path)
 
@@ -138,7 +148,7 @@ def collected(lab, mariadb):
     config = load(collector_config(lab, mariadb.config(), "mariadb"))
     state = collect.run(config, today=today(lab))
     with Store(config.database) as store:
-        tables = {t: store.rows(t) for t in ("utilisation_daily", "utilisation_rejects", "collection_batches")}
+        tables = {t: store.rows(t) for t in TABLES}
     return config, state, tables
 
 
@@ -171,12 +181,14 @@ def test_a_run_collects_twelve_days_in_twelve_batches(collected):
 
 def test_an_idle_instance_has_low_cpu_every_day_from_every_sample(lab, collected):
     got = records(lab, collected, "ec2-use1-00")
-    assert len(got) == 12 * 3 * 2  # days x cpu, memory, disk x avg, max
+    assert len(got) == 12 * 5 * 2  # days x cpu, memory, disk, network in and out x avg (sum for bytes), max
     for n in range(LAST_DAY, FIRST_DAY + 1):
         team, average, samples = got[("cpu", "avg", day(lab, n))]
         assert (team, samples) == ("payments", 288)
         assert 1 <= average <= 3 and got[("cpu", "max", day(lab, n))][1] <= 3
         assert 10 <= got[("memory", "avg", day(lab, n))][1] <= 20
+        for direction in ("network_in", "network_out"):  # 288 samples of 500 to 3000 bytes
+            assert 288 * 500 <= got[(direction, "sum", day(lab, n))][1] <= 288 * 3000
 
 
 def test_a_busy_instance_with_a_three_hour_gap_keeps_the_day_from_the_rest(lab, collected):
@@ -193,7 +205,7 @@ def test_a_bursty_instance_shows_its_spikes_and_two_lost_days_are_rejected(lab, 
     assert not any(d in (day(lab, 4), day(lab, 5)) for _, _, d in got)
     assert rejects(lab, collected, "ec2-use1-02") == [
         (metric, day(lab, n), "too_few_samples", 0, "0 valid of 144 needed")
-        for metric in ("cpu", "disk", "memory")
+        for metric in ("cpu", "disk", "memory", "network_in", "network_out")
         for n in (5, 4)
     ]
 
@@ -238,7 +250,8 @@ def test_databases_count_connections_and_an_idle_one_has_none(lab, collected):
 
 
 def test_resources_without_a_team_are_rejected_whole_every_day(lab, collected):
-    for key, metrics in (("ec2-use1-07", ("cpu", "disk", "memory")), ("rds-euc1-3", ("connections", "cpu"))):
+    ec2 = ("cpu", "disk", "memory", "network_in", "network_out")
+    for key, metrics in (("ec2-use1-07", ec2), ("rds-euc1-3", ("connections", "cpu"))):
         assert records(lab, collected, key) == {}
         got = rejects(lab, collected, key)
         assert {(m, reason, example) for m, _, reason, _, example in got} == {
@@ -261,16 +274,16 @@ def test_series_of_no_known_resource_or_outside_the_grammar_are_rejected_naming_
 
 
 def test_totals_per_team(collected):
-    """From the resource table: EC2 payments 16, search 14, data 14, web 12 (3 metrics); RDS 2, 3, 2, 2 (2
-    metrics); 12 days; less the 8 too_few_samples resource-days (6 payments, 2 search); two statistics each."""
+    """From the resource table: EC2 payments 16, search 14, data 14, web 12 (5 metrics); RDS 2, 3, 2, 2 (2
+    metrics); 12 days; less the 12 too_few_samples resource-days (10 payments, 2 search); two statistics each."""
     per_team: dict[str, int] = {}
     for row in collected[2]["utilisation_daily"]:
         per_team[row[7]] = per_team.get(row[7], 0) + 1
-    assert per_team == {"payments": 1236, "search": 1148, "data": 1104, "web": 960}
+    assert per_team == {"payments": 1996, "search": 1820, "data": 1776, "web": 1536}
     reasons: dict[str, int] = {}
     for row in collected[2]["utilisation_rejects"]:
         reasons[row[6]] = reasons.get(row[6], 0) + 1
-    assert reasons == {"missing_team": 168, "too_few_samples": 8, "not_a_number": 2, "out_of_range": 4,
+    assert reasons == {"missing_team": 264, "too_few_samples": 12, "not_a_number": 2, "out_of_range": 4,
                        "unknown_resource": 1, "invalid_identity": 1, "invalid_team": 2}  # fmt: skip
 
 
@@ -291,10 +304,33 @@ def test_yace_delivers_current_samples_and_the_tags_they_join(lab):
     assert joined[lab["ids"]["ec2-euc1-25"]] is None
 
 
+def test_findings_of_the_window_to_the_last_day_name_the_idle_resources_with_evidence_and_savings(lab, collected):
+    """The window is 14 days to LAST_DAY; the history gives 12 of them (FIRST_DAY back): low utilisation needs 4,
+    low memory 12, idle RDS the 7 newest. Instance types come from the account, prices from the table."""
+    config, state, tables = collected
+    keys = {lab["ids"][r.key]: r.key for r in lab_aws.RESOURCES}
+    with Store(config.database) as store:
+        found = {(keys[f["resource_id"]], f["rule"]): f for f in store.findings()}
+    assert state.findings == len(found) == len(tables["findings"])
+    idle = found[("ec2-use1-00", "ec2_low_utilisation")]
+    assert (idle["team"], idle["window_end"], idle["matched_days"]) == ("payments", day(lab, LAST_DAY), 12)
+    assert (idle["instance_type"], idle["monthly_saving"]) == ("m5.xlarge", 140.16)
+    assert [d for d, _ in idle["evidence"]] == [day(lab, n) for n in range(FIRST_DAY, LAST_DAY - 1, -1)]
+    assert found[("rds-use1-0", "rds_idle")]["monthly_saving"] == 365.0
+    assert found[("ec2-use1-00", "ec2_low_memory")]["monthly_saving"] is None
+    # Every idle instance with a team, and no other: the bursty ones' network keeps them off the list.
+    assert {key for key, rule in found if rule == "ec2_low_utilisation"} == {
+        *(f"ec2-use1-{n:02}" for n in (0, 4, 8, 12, 16, 20, 24, 28)),
+        *(f"ec2-euc1-{n:02}" for n in (0, 4, 8, 12, 16, 20, 24)),
+    }
+    assert {key for key, rule in found if rule == "rds_idle"} == {"rds-use1-0", "rds-use1-4", "rds-euc1-0"}
+
+
 def test_a_rerun_adds_nothing_and_changes_nothing(lab, collected):
     config, _, before = collected
     state = collect.run(config, today=today(lab))
     assert (state.records_added, state.records_changed, state.batches, state.last_result) == (0, 0, 0, "success")
+    assert state.findings_written == 0
     with Store(config.database) as store:
         assert {t: store.rows(t) for t in before} == before
 
@@ -303,7 +339,7 @@ def test_sqlite_holds_the_same_records(lab, collected, tmp_path):
     config = load(collector_config(lab, {"driver": "sqlite", "path": str(tmp_path / "cost.db")}, "sqlite"))
     collect.run(config, today=today(lab))
     with Store(config.database) as store:
-        for table in ("utilisation_daily", "utilisation_rejects"):
+        for table in ("utilisation_daily", "utilisation_rejects", "findings"):
             assert [r[:-1] for r in store.rows(table)] == [r[:-1] for r in collected[2][table]], table
 
 

@@ -80,6 +80,11 @@ def test_the_cloudwatch_source_names_its_regions(write):
         ({"listen": "0.0.0.0:99999"}, "listen", "HOST:PORT"),
         ({"register": {"service": "cost\nX"}}, "register.service", "ASCII"),
         ({"collector": {"name": "a b"}}, "collector.name", "ASCII"),
+        ({"findings": {"enabled": "no"}}, "findings.enabled", "true or false"),
+        ({"findings": {"policy_file": "findings.yml"}}, "findings.policy_file", "absolute path"),
+        ({"findings": {"prices_file": "/etc/../prices.yml"}}, "findings.prices_file", "no . or .. parts"),
+        ({"findings": {"instance_types": 1}}, "findings.instance_types", "true or false"),
+        ({"findings": {"rules": {}}}, "findings.rules", "unknown key"),
         ({"surprise": 1}, "surprise", "unknown key"),
         ([1, 2], "(top level)", "must be a mapping"),
     ],
@@ -121,3 +126,19 @@ def test_validate_says_ok_or_exits_2_with_the_error(write, capsys):
     assert capsys.readouterr().out.endswith(": OK\n")
     assert main(["validate", "--config", write({"days": 700})]) == INVALID
     assert "days: must be between 1 and 62 (got 700)" in capsys.readouterr().err
+
+
+def test_the_policy_and_price_files_are_read_with_the_config_and_their_errors_name_them(write, tmp_path):
+    policy, prices = tmp_path / "findings.yml", tmp_path / "prices.yml"
+    policy.write_text("teams:\n  web:\n    rds_idle: {min_days: 3}\n")
+    prices.write_text("rds: {db.m5.large: 0.171}\n")
+    config = load(write({"findings": {"policy_file": str(policy), "prices_file": str(prices)}}))
+    assert [r.min_days for r in config.findings.policy.rules_of("web") if r.name == "rds_idle"] == [3]
+    assert config.findings.policy.prices.monthly("rds", "db.m5.large") == 124.83
+    assert (config.findings.enabled, config.findings.instance_types) == (True, False)
+    policy.write_text("teams:\n  web:\n    rds_idle: {min_days: 9}\n")  # more than the rule's 7 days
+    with pytest.raises(ConfigError) as refused:
+        load(write({"findings": {"policy_file": str(policy)}}))
+    assert str(refused.value).startswith(f"{policy}: teams.web.rds_idle.min_days: must be between 1 and 7"), refused
+    with pytest.raises(ConfigError, match=r"prices.yml: \(file\): cannot be read"):
+        load(write({"findings": {"prices_file": str(tmp_path / "none" / "prices.yml")}}))

@@ -33,6 +33,8 @@ def test_a_known_resource_without_samples_of_a_metric_has_too_few_of_it():
     assert sorted((j.resource.service, j.metric, j.reason, j.example) for j in rejects) == [
         ("ec2", "disk", "too_few_samples", "0 valid of 144 needed"),
         ("ec2", "memory", "too_few_samples", "0 valid of 144 needed"),
+        ("ec2", "network_in", "too_few_samples", "0 valid of 144 needed"),
+        ("ec2", "network_out", "too_few_samples", "0 valid of 144 needed"),
         ("rds", "connections", "too_few_samples", "0 valid of 144 needed"),
         ("rds", "cpu", "too_few_samples", "0 valid of 144 needed"),
     ]
@@ -50,6 +52,15 @@ def test_a_full_day_gives_its_average_and_maximum_with_the_sample_count():
         ("avg", 25.0, 288, "payments", "cpu", DAY),
         ("max", 40.0, 288, "payments", "cpu", DAY),
     ]
+
+
+def test_a_day_of_bytes_gives_its_total_and_largest_five_minutes():
+    network_in = next(m for m in METRICS if m.name == "network_in")
+    values = tuple([1000.0] * 287 + [5e6, -1.0])  # a negative byte count is out of range, as a percentage over 100
+    records, rejects = one(Observation(EC2, network_in, values))
+    assert [(r.statistic, r.value, r.samples) for r in records] == [("sum", 287_000 + 5e6, 288), ("max", 5e6, 288)]
+    assert reasons(rejects) == [("out_of_range", 1, "-1")]
+    assert network_in.cloudwatch_statistic == "Sum" and CPU.cloudwatch_statistic == "Average"
 
 
 def test_bad_samples_are_dropped_counted_and_the_record_kept_from_the_rest():

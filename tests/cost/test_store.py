@@ -13,29 +13,14 @@ import pymysql
 import pytest
 from infra_obs_cost.model import METRICS, Observation, Policy, Resource, daily
 from infra_obs_cost.store import TABLES, Database, Store, StoreError, migrations
-from lab_mariadb import running
 
 DAY = datetime.date(2026, 11, 20)
 
 
-@pytest.fixture(scope="module")
-def mariadb(tmp_path_factory):
-    with running(tmp_path_factory.mktemp("mariadb")) as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "mysql"])
-def database(request, tmp_path):
-    if request.param == "sqlite":
-        return Database("sqlite", path=str(tmp_path / "cost.db"))
-    server = request.getfixturevalue("mariadb")
-    server.reset()
-    return server.database()
-
-
 def fleet(n: int, value: float = 30.0, day: datetime.date = DAY):
-    """n EC2 instances with a full day of CPU each (and no samples of memory and disk: two too_few_samples rejects
-    each), all but every tenth owned by a team (a missing_team reject per metric then), one with a bad sample."""
+    """n EC2 instances with a full day of CPU each (and no samples of memory, disk and network in and out: four
+    too_few_samples rejects each), all but every tenth owned by a team (a missing_team reject per metric then: five),
+    one with a bad sample."""
     observations, teams = [], {}
     for i in range(n):
         r = Resource("123456789012", "eu-central-1", "ec2", f"i-{i:017x}")
@@ -60,7 +45,7 @@ def test_a_rerun_adds_and_changes_nothing_and_a_changed_value_is_one_change(data
     with Store(database) as store:
         store.migrate()
         first = store.write_day("prometheus", DAY, records, rejects)
-        assert (first.records_added, first.records_changed, first.rejects_added) == (90, 0, 106)
+        assert (first.records_added, first.records_changed, first.rejects_added) == (90, 0, 45 * 4 + 5 * 5 + 1)
         before = {t: store.rows(t) for t in TABLES}
         again = store.write_day("prometheus", DAY, records, rejects)
         assert again.batch_id is None and again.written == 0 and again.rejects_added == 0
@@ -137,8 +122,8 @@ def test_a_writer_killed_in_the_middle_of_its_batch_leaves_nothing_and_the_next_
         with locker.cursor() as lock:
             lock.execute("LOCK TABLES infra_obs_cost.collection_batches WRITE")
             proc = writer(database, 2000)
-            # 3600 records, 4201 rejects and the day's digest: all written, then it waits.
-            wait_for("the writer's rows", lambda: modified() >= 3600 + 4201 + 1 or proc.poll() is not None)
+            # 3600 records, 8201 rejects and the day's digest: all written, then it waits.
+            wait_for("the writer's rows", lambda: modified() >= 3600 + 8201 + 1 or proc.poll() is not None)
             assert proc.poll() is None, proc.communicate()
             proc.kill()
             proc.wait()
@@ -149,7 +134,7 @@ def test_a_writer_killed_in_the_middle_of_its_batch_leaves_nothing_and_the_next_
         for table in TABLES:
             assert store.rows(table) == [], table
         result = store.write_day("prometheus", DAY, *fleet(2000))
-        assert (result.records_added, result.rejects_added) == (3600, 4201)
+        assert (result.records_added, result.rejects_added) == (3600, 1800 * 4 + 200 * 5 + 1)
         assert len(store.rows("collection_batches")) == 1
 
 

@@ -125,6 +125,7 @@ BAD = [
     ("source name", "source.name", '""', setitem(["source", "name"], "")),
     # What cannot run: a loop that would spin, or a window whose samples no host holds (issue 12's reproducers).
     ("microsecond interval", "interval", "1e-06", setitem(["interval"], 1e-6)),
+    ("NaN interval", "interval", "NaN", setitem(["interval"], float("nan"))),  # no bound comparison holds for NaN
     ("day window at 10 ms", "window", "86400", lambda d: d.update(interval=0.01, window=86400)),
     ("day window at 1 s", "window", "86400", setitem(["window"], 86400)),
     ("mtr interval 1 ms", "mtr.interval", "0.001", setitem(["mtr", "interval"], 0.001)),

@@ -34,7 +34,15 @@ def test_the_defaults_render_a_config_yace_accepts(playbook, tmp_path, yace):
         "discovery": {
             "exportedTagsOnMetrics": {"AWS/EC2": TAGS, "AWS/RDS": TAGS, "CWAgent": TAGS},
             "jobs": [
-                {**job, "type": "AWS/EC2", "metrics": [{"name": "CPUUtilization", "statistics": ["Average"]}]},
+                {
+                    **job,
+                    "type": "AWS/EC2",
+                    "metrics": [
+                        {"name": "CPUUtilization", "statistics": ["Average"]},
+                        {"name": "NetworkIn", "statistics": ["Sum"]},
+                        {"name": "NetworkOut", "statistics": ["Sum"]},
+                    ],
+                },
                 {
                     **job,
                     "type": "AWS/RDS",

@@ -37,8 +37,17 @@ VALUES = {
     ("AWS/RDS", "CPUUtilization", DB): 18.5,
     ("AWS/RDS", "DatabaseConnections", DB): 4.0,
 }
+# Bytes, read as 5-minute sums of the datapoints above (one a minute): a period holds from one to five of them.
+NETWORK = {
+    ("AWS/EC2", "NetworkIn", "tagged"): 1500.0,
+    ("AWS/EC2", "NetworkIn", "unteamed"): 700.0,
+    ("AWS/EC2", "NetworkOut", "tagged"): 2500.0,
+    ("AWS/EC2", "NetworkOut", "unteamed"): 300.0,
+}
 EXPECTED = [
     "aws_ec2_cpuutilization_average",
+    "aws_ec2_network_in_sum",
+    "aws_ec2_network_out_sum",
     "aws_cwagent_mem_used_percent_average",
     "aws_cwagent_disk_used_percent_average",
     "aws_rds_cpuutilization_average",
@@ -127,7 +136,7 @@ def aws(moto):
     now = datetime.datetime.now(datetime.UTC)
     stamps = [now - datetime.timedelta(seconds=30 + 60 * k) for k in range(10)]
     cloudwatch = boto3.client("cloudwatch", **kwargs)
-    for (namespace, metric, who), value in VALUES.items():
+    for (namespace, metric, who), value in (VALUES | NETWORK).items():
         dimension = (
             {"Name": "DBInstanceIdentifier", "Value": DB} if who == DB else {"Name": "InstanceId", "Value": ids[who]}
         )
@@ -207,12 +216,12 @@ def ec2_labels(aws, who: str, tags: dict) -> dict:
     }
 
 
-def by_instance(aws, name_of_value, tags_of=None):
+def by_instance(aws, name_of_value, tags_of=None, values=VALUES):
     """The expected (labels, value) of a per-instance series of both instances."""
     expected = []
     for who, tags in (("tagged", TAGGED), ("unteamed", UNTEAMED)):
         labels = tags_of(who, tags) | {"dimension_InstanceId": aws[who]}
-        expected.append((labels, VALUES[(*name_of_value, who)]))
+        expected.append((labels, values[(*name_of_value, who)]))
     return sorted(expected, key=lambda s: sorted(s[0].items()))
 
 
@@ -220,6 +229,17 @@ def test_ec2_cpu_carries_the_instances_tags(exported, aws):
     assert series(exported, "aws_ec2_cpuutilization_average") == by_instance(
         aws, ("AWS/EC2", "CPUUtilization"), lambda who, tags: ec2_labels(aws, who, tags)
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "metric"), [("aws_ec2_network_in_sum", "NetworkIn"), ("aws_ec2_network_out_sum", "NetworkOut")]
+)
+def test_ec2_network_is_summed_per_period_and_carries_the_instances_tags(exported, aws, name, metric):
+    got = series(exported, name)
+    expected = by_instance(aws, ("AWS/EC2", metric), lambda who, tags: ec2_labels(aws, who, tags), values=NETWORK)
+    assert [labels for labels, _ in got] == [labels for labels, _ in expected]
+    for (_, value), (_, datapoint) in zip(got, expected, strict=True):
+        assert value / datapoint in (1.0, 2.0, 3.0, 4.0, 5.0), (name, value, datapoint)
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .config import Config
+from .findings import evaluate
 from .model import Policy, daily
-from .sources import SourceError, open_source
+from .sources import SourceError, instance_types, open_source
 from .store import Store, StoreError
 
 log = logging.getLogger("infra_obs_cost")
@@ -37,6 +38,8 @@ class RunState:
     rejects: int = 0  # reject rows produced this run (a record may have several)
     records_rejected: int = 0  # records not written for a whole-record reason
     source_calls: int = 0
+    findings: int = 0  # of the window ending on the last day collected
+    findings_written: int = 0  # added, changed or removed
     runs: dict[str, int] = field(default_factory=lambda: {"success": 0, "failed": 0})
     errors: dict[str, int] = field(default_factory=lambda: {"source": 0, "database": 0})
 
@@ -103,6 +106,8 @@ def run(config: Config, today: datetime.date | None = None, source=None) -> RunS
                     )  # fmt: skip
                 else:
                     log.info("%s: nothing new (%d records, %d rejects)", day, len(records), len(rejects))
+            if config.findings.enabled:
+                find(config, store, today - datetime.timedelta(days=1), state)
     except (SourceError, StoreError) as e:
         kind = "source" if isinstance(e, SourceError) else "database"
         state.errors[kind] = state.errors.get(kind, 0) + 1
@@ -110,6 +115,20 @@ def run(config: Config, today: datetime.date | None = None, source=None) -> RunS
         raise
     _finish(config, state, "success", "")
     return state
+
+
+def find(config: Config, store: Store, window_end: datetime.date, state: RunState) -> None:
+    """The findings of the window ending on window_end, stored as that window's set."""
+    policy = config.findings.policy
+    values = store.daily_values(window_end - datetime.timedelta(days=policy.longest - 1), window_end)
+    types = instance_types({v.resource for v in values}, config.cloudwatch_endpoint_url) if (
+        config.findings.instance_types) else {}  # fmt: skip
+    findings = evaluate(values, window_end, policy, types)
+    result = store.write_findings(window_end, findings)
+    state.findings = len(findings)
+    state.findings_written = result.added + result.changed + result.removed
+    log.info("findings of the %d days to %s: %d (%d added, %d changed, %d removed)", policy.longest, window_end,
+             len(findings), result.added, result.changed, result.removed)  # fmt: skip
 
 
 def _finish(config: Config, state: RunState, result: str, error: str) -> None:

@@ -20,6 +20,7 @@ from infra_obs_probe.config import (
 )
 from infra_obs_probe.quality.config import read_yaml
 
+from .findings import Policy, load_policy
 from .model import REGION
 from .store import Database
 
@@ -29,6 +30,13 @@ ABSOLUTE_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,255}")
 DATABASE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 DATABASE_USER = re.compile(r"[A-Za-z0-9_.-]{1,80}")
 SAMPLE_PERIOD = 300  # YACE's and CloudWatch's 5 minutes: 288 samples a day
+
+
+@dataclass(frozen=True)
+class Findings:
+    enabled: bool
+    policy: Policy  # the rules, per-team overrides and prices, read when the config is
+    instance_types: bool  # ask EC2 and RDS for the resources' types (the price table's keys)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class Config:
     listen_host: str
     listen_port: int
     register: Register
+    findings: Findings
 
 
 def _path(m: _Map, key: str, default: str | None = None) -> str:
@@ -88,6 +97,15 @@ def _database(m: _Map) -> Database:
     password_file = _path(m, "password_file")
     m.done()  # every other key is refused before the password file is read
     return Database("mysql", host=host, port=port, name=name, user=user, password=_password(m, password_file))
+
+
+def _findings(m: _Map) -> Findings:
+    enabled = m.boolean("enabled", True)
+    policy_file = _path(m, "policy_file", "/") if m.has("policy_file") else ""
+    prices_file = _path(m, "prices_file", "/") if m.has("prices_file") else ""
+    instance_types = m.boolean("instance_types", False)
+    m.done()
+    return Findings(enabled, load_policy(policy_file, prices_file), instance_types)
 
 
 def parse(data: Any, path: str) -> Config:
@@ -136,6 +154,7 @@ def parse(data: Any, path: str) -> Config:
         listen_host=listen_host,
         listen_port=listen_port,
         register=register,
+        findings=_findings(top.sub("findings")),
     )
     top.done()
     return config

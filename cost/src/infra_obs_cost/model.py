@@ -21,10 +21,9 @@ RESOURCE_ID = {
 TEAM = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 MAX_TAG = 256
 
-PERCENT, COUNT = "percent", "count"
+PERCENT, COUNT, BYTES = "percent", "count", "bytes"
 # The valid range of each unit, both ends finite: NaN and infinities fall outside.
-RANGE = {PERCENT: (0.0, 100.0), COUNT: (0.0, sys.float_info.max)}
-STATISTICS = ("avg", "max")
+RANGE = {PERCENT: (0.0, 100.0), COUNT: (0.0, sys.float_info.max), BYTES: (0.0, sys.float_info.max)}
 
 
 @dataclass(frozen=True)
@@ -34,15 +33,26 @@ class Metric:
     name: str  # ours, in the records
     service: str
     unit: str
-    series: str  # YACE's series name (Average statistic)
+    series: str  # YACE's series name: the 5-minute Average, or Sum for bytes
     namespace: str  # CloudWatch's
     cloudwatch_name: str
+
+    @property
+    def statistics(self) -> tuple[str, str]:
+        """The day's two records: a level (percent, count) is averaged, a volume (bytes) summed; both keep the max."""
+        return ("sum", "max") if self.unit == BYTES else ("avg", "max")
+
+    @property
+    def cloudwatch_statistic(self) -> str:
+        return "Sum" if self.unit == BYTES else "Average"
 
 
 METRICS = (
     Metric("cpu", "ec2", PERCENT, "aws_ec2_cpuutilization_average", "AWS/EC2", "CPUUtilization"),
     Metric("memory", "ec2", PERCENT, "aws_cwagent_mem_used_percent_average", "CWAgent", "mem_used_percent"),
     Metric("disk", "ec2", PERCENT, "aws_cwagent_disk_used_percent_average", "CWAgent", "disk_used_percent"),
+    Metric("network_in", "ec2", BYTES, "aws_ec2_network_in_sum", "AWS/EC2", "NetworkIn"),
+    Metric("network_out", "ec2", BYTES, "aws_ec2_network_out_sum", "AWS/EC2", "NetworkOut"),
     Metric("cpu", "rds", PERCENT, "aws_rds_cpuutilization_average", "AWS/RDS", "CPUUtilization"),
     Metric("connections", "rds", COUNT, "aws_rds_database_connections_average", "AWS/RDS", "DatabaseConnections"),
 )
@@ -192,7 +202,8 @@ def daily(
         if len(valid) < policy.min_samples:
             reject(TOO_FEW_SAMPLES, 0, f"{len(valid)} valid of {policy.min_samples} needed")
             continue
-        n = len(valid)
-        records.append(Record(r, team, m.name, "avg", day, round(math.fsum(valid) / n, 6), n))
+        n, level = len(valid), m.statistics[0]
+        total = math.fsum(valid)
+        records.append(Record(r, team, m.name, level, day, round(total if level == "sum" else total / n, 6), n))
         records.append(Record(r, team, m.name, "max", day, round(max(valid), 6), n))
     return records, rejects

@@ -173,7 +173,7 @@ class CloudWatchSource:
                         "Dimensions": [{"Name": DIMENSION[r.service], "Value": r.resource_id}],
                     },
                     "Period": self.period,
-                    "Stat": "Average",
+                    "Stat": m.cloudwatch_statistic,
                 },
             }
             for i, (r, m) in enumerate(chunk)
@@ -198,6 +198,34 @@ class CloudWatchSource:
             token = reply.get("NextToken")
             if not token:
                 return calls
+
+
+def instance_types(resources: Iterable[Resource], endpoint_url: str = "") -> dict[Resource, str]:
+    """The EC2 instance types and RDS instance classes of the resources (DescribeInstances, DescribeDBInstances: no
+    CloudWatch charge), region by region; a resource the account no longer has gets none."""
+    import boto3  # noqa: PLC0415 (the cloudwatch extra)
+    import botocore.exceptions  # noqa: PLC0415
+
+    wanted = {(r.region, r.service, r.resource_id): r for r in resources}
+    found: dict[Resource, str] = {}
+    for region in sorted({region for region, _, _ in wanted}):
+        try:
+            ec2 = boto3.client("ec2", region_name=region, endpoint_url=endpoint_url or None)
+            for page in ec2.get_paginator("describe_instances").paginate():
+                for reservation in page["Reservations"]:
+                    for instance in reservation["Instances"]:
+                        r = wanted.get((region, "ec2", instance["InstanceId"]))
+                        if r is not None:
+                            found[r] = str(instance.get("InstanceType", ""))
+            rds = boto3.client("rds", region_name=region, endpoint_url=endpoint_url or None)
+            for page in rds.get_paginator("describe_db_instances").paginate():
+                for db in page["DBInstances"]:
+                    r = wanted.get((region, "rds", db["DBInstanceIdentifier"]))
+                    if r is not None:
+                        found[r] = str(db.get("DBInstanceClass", ""))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            raise SourceError(f"instance types in {region}: {e}") from None
+    return found
 
 
 def open_source(config) -> PrometheusSource | CloudWatchSource:

@@ -9,6 +9,7 @@ import contextlib
 import datetime
 import hashlib
 import importlib.resources
+import json
 import math
 import re
 import sqlite3
@@ -16,14 +17,24 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .model import Record, Reject, shown
+from .findings import Finding
+from .model import Record, Reject, Resource, shown
 
 MIGRATION = re.compile(r"([0-9]{4})_[a-z0-9_]+\.sql")
 RECORD_KEY = ("account_id", "region", "service", "resource_id", "metric", "statistic", "day")
 RECORD_VALUES = ("team", "value", "samples")
 REJECT_KEY = ("account_id", "region", "service", "resource_id", "metric", "day", "reason")
 REJECT_VALUES = ("samples", "example")
-TABLES = ("utilisation_daily", "utilisation_rejects", "collection_batches", "collected_days")
+FINDING_KEY = ("account_id", "region", "service", "resource_id", "rule", "window_end")
+FINDING_VALUES = ("team", "days", "matched_days", "evidence", "instance_type", "monthly_saving")
+TABLES = (
+    "utilisation_daily",
+    "utilisation_rejects",
+    "collection_batches",
+    "collected_days",
+    "findings",
+    "findings_batches",
+)
 MYSQL_TABLE_OPTIONS = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 
 
@@ -59,6 +70,14 @@ class BatchResult:
         return self.records_added + self.records_changed
 
 
+@dataclass(frozen=True)
+class FindingsResult:
+    batch_id: str | None  # None: the window's findings were already these
+    added: int
+    changed: int
+    removed: int
+
+
 def migrations() -> list[tuple[int, str]]:
     """(version, SQL) of every migration shipped in the package, in order."""
     found = []
@@ -77,7 +96,10 @@ def _statements(sql: str) -> list[str]:
 def _same(a: tuple, b: tuple) -> bool:
     """Stored and new values of a row: floats equal to the last stored digit."""
     for x, y in zip(a, b, strict=True):
-        if isinstance(x, float) or isinstance(y, float):
+        if x is None or y is None:
+            if x is not y:
+                return False
+        elif isinstance(x, float) or isinstance(y, float):
             if not math.isclose(float(x), float(y), rel_tol=1e-12, abs_tol=1e-9):
                 return False
         elif x != y:
@@ -191,10 +213,12 @@ class Store:
 
         return self._run("migrating", run)
 
-    def _existing(self, cur, table: str, key: Sequence[str], values: Sequence[str], day: str) -> dict[tuple, tuple]:
-        cur.execute(self._sql(f"SELECT {', '.join((*key, *values))} FROM {table} WHERE day = ?"), (day,))
+    def _existing(
+        self, cur, table: str, key: Sequence[str], values: Sequence[str], day: str, *, day_column: str = "day"
+    ) -> dict[tuple, tuple]:
+        cur.execute(self._sql(f"SELECT {', '.join((*key, *values))} FROM {table} WHERE {day_column} = ?"), (day,))
         n = len(key)
-        day_at = key.index("day")
+        day_at = key.index(day_column)
         found = {}
         for row in cur.fetchall():
             k = list(row[:n])
@@ -285,6 +309,92 @@ class Store:
             return BatchResult(batch_id, *counts)
 
         return self._run(f"writing the batch of {day_text}", run)
+
+    def daily_values(self, first: datetime.date, last: datetime.date) -> list[Record]:
+        """The records of the days from first to last, inclusive."""
+
+        def run() -> list[Record]:
+            cur = self.conn.cursor()
+            cur.execute(
+                self._sql(
+                    "SELECT account_id, region, service, resource_id, team, metric, statistic, day, value, samples "
+                    "FROM utilisation_daily WHERE day >= ? AND day <= ?"
+                ),
+                (first.isoformat(), last.isoformat()),
+            )
+            rows = cur.fetchall()
+            if self.mysql:
+                self.conn.commit()
+            return [
+                Record(Resource(*row[:4]), row[4], row[5], row[6], datetime.date.fromisoformat(_day_text(row[7])),
+                       float(row[8]), int(row[9]))
+                for row in rows
+            ]  # fmt: skip
+
+        return self._run(f"reading the records of {first} to {last}", run)
+
+    def write_findings(self, window_end: datetime.date, findings: list[Finding]) -> FindingsResult:
+        """Makes the window's stored findings these (one transaction): new ones added, changed ones updated, those
+        no longer found removed, and a findings batch row when anything changed."""
+        window = window_end.isoformat()
+        new = {
+            f.key(): (f.team, f.days, f.matched_days, json.dumps([[d, dict(v)] for d, v in f.evidence], sort_keys=True),
+                      f.instance_type, f.monthly_saving)
+            for f in findings
+            if f.window_end == window_end
+        }  # fmt: skip
+
+        def run() -> FindingsResult:
+            cur = self.conn.cursor()
+            self._begin(cur)
+            have = self._existing(cur, "findings", FINDING_KEY, FINDING_VALUES, window, day_column="window_end")
+            out = [(k, v) for k, v in sorted(new.items()) if k not in have or not _same(have[k], v)]
+            gone = sorted(k for k in have if k not in new)
+            if not out and not gone:
+                self._rollback()
+                return FindingsResult(None, 0, 0, 0)
+            batch_id = uuid.uuid4().hex
+            where = " AND ".join(f"{c} = ?" for c in FINDING_KEY)
+            cur.executemany(self._sql(f"DELETE FROM findings WHERE {where}"), gone)
+            self._upsert(
+                cur, "findings", FINDING_KEY, (*FINDING_VALUES, "batch_id"), [(*k, *v, batch_id) for k, v in out]
+            )
+            added = sum(1 for k, _ in out if k not in have)
+            cur.execute(
+                self._sql("INSERT INTO findings_batches (batch_id, window_end, finished_at, added, changed, removed) "
+                          "VALUES (?, ?, ?, ?, ?, ?)"),
+                (batch_id, window, _now(), added, len(out) - added, len(gone)),
+            )  # fmt: skip
+            self._commit()
+            return FindingsResult(batch_id, added, len(out) - added, len(gone))
+
+        return self._run(f"writing the findings of the window ending {window}", run)
+
+    def findings(self, team: str | None = None, window_end: datetime.date | None = None) -> list[dict]:
+        """The stored findings of a window (default: the newest), of one team or all, as plain data."""
+
+        def run() -> list[dict]:
+            cur = self.conn.cursor()
+            if window_end is None:
+                cur.execute("SELECT MAX(window_end) FROM findings")
+                newest = cur.fetchone()[0]
+                window = _day_text(newest) if newest is not None else None
+            else:
+                window = window_end.isoformat()
+            rows = []
+            if window is not None:
+                columns = (*FINDING_KEY, *FINDING_VALUES)
+                sql = f"SELECT {', '.join(columns)} FROM findings WHERE window_end = ?"
+                cur.execute(self._sql(sql + (" AND team = ?" if team else "")), (window, team) if team else (window,))
+                rows = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+            if self.mysql:
+                self.conn.commit()
+            for row in rows:
+                row["window_end"] = _day_text(row["window_end"])
+                row["evidence"] = json.loads(row["evidence"])
+            return sorted(rows, key=lambda r: (r["team"], r["rule"], r["region"], r["resource_id"]))
+
+        return self._run("reading the findings", run)
 
     def rows(self, table: str) -> list[tuple]:
         """Every row of a table, sorted, dates as text: for reports and tests that compare databases."""

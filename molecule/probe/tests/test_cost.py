@@ -1,6 +1,7 @@
 """Verify the cost system as deployed (playbooks/cost.yml): YACE on the Prometheus host reads the lab's AWS (moto on
 the controller, at the scenario network's gateway) and is scraped through Consul; the collector on node2, its timer's
-unit started by hand, reads a backfilled history from that Prometheus and writes it into MariaDB on node1, once.
+unit started by hand, reads a backfilled history from that Prometheus and writes it into MariaDB on node1, once,
+with its findings, which module infra.obs.cost_findings returns.
 The records' values for every shape and fault are tests/cost/test_collector.py's; here the deployed parts must
 carry them end to end."""
 
@@ -18,16 +19,16 @@ sys.path.insert(0, str(PROJECT / "scripts"))
 
 import lab_aws  # noqa: E402
 import yaml  # noqa: E402
-from labinfo import active_targets, container_ip, prometheus_query, wait_for  # noqa: E402
+from labinfo import active_targets, container_ip, molecule_playbook, prometheus_query, wait_for  # noqa: E402
 
 PROM = "infraobs-mol-probe-prom"
 COLLECTOR = "infraobs-mol-probe-node2"
 DATABASE = "infraobs-mol-probe-node1"
 TIMEOUT = 240
-# The history backfilled: 4 days, so the collector's 3 (host_vars) are whole in it from 01:00 UTC on; days 2 and 3
+# The history backfilled: 7 days, so the collector's 6 (host_vars) are whole in it from 01:00 UTC on; days 2 to 6
 # before today are whole whatever the time.
-HISTORY_DAYS = 4
-WHOLE_DAYS = (2, 3)
+HISTORY_DAYS = 7
+WHOLE_DAYS = (2, 3, 4, 5, 6)
 
 
 def on(container: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -157,8 +158,11 @@ def test_the_collector_health_is_scraped_through_consul(collected, prometheus):
 
     found = wait_for(succeeded, TIMEOUT)
     assert found and found[0]["metric"]["node"] == COLLECTOR, found
-    written = prometheus_query(prometheus, 'infra_obs_cost_last_run_records_written{job="infra-obs-cost"}')
-    assert written[0]["value"][1] == "0"  # the last run was the rerun
+    # The last run was the rerun: once Prometheus has scraped the exporter after it, it wrote nothing.
+    query = 'infra_obs_cost_last_run_records_written{job="infra-obs-cost"} == 0'
+    assert wait_for(lambda: prometheus_query(prometheus, query), TIMEOUT), prometheus_query(
+        prometheus, 'infra_obs_cost_last_run_records_written{job="infra-obs-cost"}'
+    )
 
 
 def test_the_database_password_stays_private(collected):
@@ -166,3 +170,21 @@ def test_the_database_password_stays_private(collected):
     assert modes.split("\n")[:2] == ["600 infra-obs-cost", "600 infra-obs-cost"]
     journal = on(COLLECTOR, "journalctl --no-pager -u infra-obs-cost -u infra-obs-cost-collect").stdout
     assert "lab-collector" not in journal
+
+
+def test_the_findings_module_returns_a_teams_findings_with_savings_in_check_mode_too(collected):
+    now, ids = collected
+    for mode in ((), ("--check",)):
+        run = molecule_playbook("cost_findings.yml", "-e", "findings_team=payments", *mode)
+        result = run.json["plays"][0]["tasks"][0]["hosts"][COLLECTOR]
+        assert result["changed"] is False
+        found = {(f["resource_id"], f["rule"]): f for f in result["findings"]}
+        assert {f["team"] for f in result["findings"]} == {"payments"}
+        # The idle instance: its type from the lab's AWS, its price from the lab's table (0.192 an hour).
+        idle = found[(ids["ec2-use1-00"], "ec2_low_utilisation")]
+        assert (idle["instance_type"], idle["monthly_saving"]) == ("m5.xlarge", 140.16)
+        assert idle["window_end"] == day_before(now, 1) and idle["matched_days"] >= len(WHOLE_DAYS)
+        assert all(values["cpu.avg"] <= 3 for _, values in idle["evidence"])
+        # The bursty one moves more than 5 MB a day: not flagged.
+        assert (ids["ec2-use1-02"], "ec2_low_utilisation") not in found
+        assert result["count"] == len(found) and result["monthly_saving"] >= 140.16

@@ -218,7 +218,8 @@ class _Map:
         value = self.raw(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, "must be a number")
-        if value < low or value > high or (low_open and value == low):
+        # Written so that NaN, which no comparison holds for, is refused too.
+        if not low <= value <= high or (low_open and value == low):
             bound = f"> {low}" if low_open else f">= {low}"
             raise self.error(key, f"must be {bound} and <= {high}")
         return float(value)

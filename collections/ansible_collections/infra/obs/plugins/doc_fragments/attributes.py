@@ -24,3 +24,15 @@ attributes:
     support: full
     platforms: posix
 """
+
+    # Modules that only read: the same in check mode, nothing to diff.
+    READ_ONLY = r"""
+options: {}
+attributes:
+  check_mode:
+    description: Read-only; runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Nothing to show.
+    support: none
+"""

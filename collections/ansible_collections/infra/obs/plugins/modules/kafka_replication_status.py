@@ -34,6 +34,7 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - infra.obs.kafka_mm2
   - infra.obs.attributes.kafka_client
+  - infra.obs.attributes.read_only
 author: infra.obs maintainers (@infra-obs)
 requirements:
   - kafka-python >= 3.0
@@ -106,13 +107,6 @@ options:
       once O(wait) is over.
     type: bool
     default: false
-attributes:
-  check_mode:
-    description: Read-only; runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Nothing to show.
-    support: none
 """
 
 EXAMPLES = r"""
