@@ -129,7 +129,7 @@ def test_yaml_example_in_the_docs_checks(installed, tmp_path, doc, text):
             data["database"]["password_file"] = str(password)
         cost_config.parse(data, str(doc))
         return
-    if isinstance(data, dict) and data and set(data) <= {"rules", "teams"}:
+    if isinstance(data, dict) and data and set(data) <= {"rules", "teams", "budgets"}:
         # A findings policy: the collector's own parser must accept it.
         parse_policy(data, str(doc), Prices())
         return

@@ -126,6 +126,8 @@ def collector_config(lab, database: dict, name: str) -> str:
     path = lab["work"] / f"{name}.yml"
     prices = lab["work"] / "prices.yml"
     prices.write_text(yaml.safe_dump({"ec2": {"m5.xlarge": 0.192}, "rds": {"db.r5.xlarge": 0.5}}))
+    policy = lab["work"] / "findings.yml"
+    policy.write_text(yaml.safe_dump({"budgets": {"payments": 300}}))
     path.write_text(yaml.safe_dump({
         "collector": {"name": "cost-test", "region": "eu-central-1", "az": "eu-central-1a"},
         "prometheus": {"url": lab["prometheus"]},
@@ -133,7 +135,7 @@ def collector_config(lab, database: dict, name: str) -> str:
         "database": database,
         "days": FIRST_DAY - LAST_DAY + 1,
         "state_file": str(lab["work"] / f"{name}-state.json"),
-        "findings": {"prices_file": str(prices), "instance_types": True},
+        "findings": {"prices_file": str(prices), "policy_file": str(policy), "instance_types": True},
     }))  # fmt: skip
     return str(path)
 
@@ -324,6 +326,26 @@ def test_findings_of_the_window_to_the_last_day_name_the_idle_resources_with_evi
         *(f"ec2-euc1-{n:02}" for n in (0, 4, 8, 12, 16, 20, 24)),
     }
     assert {key for key, rule in found if rule == "rds_idle"} == {"rds-use1-0", "rds-use1-4", "rds-euc1-0"}
+
+
+def test_the_health_exporter_shows_each_teams_findings_savings_and_budget(lab, collected):
+    config, state, _ = collected
+    got = metrics(config)
+    # payments' idle instances: ec2-use1-00, -16, ec2-euc1-00, -16; its idle databases rds-use1-0, -4.
+    assert got['infra_obs_cost_findings{"rule": "ec2_low_utilisation", "team": "payments"}'] == 4.0
+    assert got['infra_obs_cost_findings{"rule": "rds_idle", "team": "payments"}'] == 2.0
+    # 4 m5.xlarge at 140.16 and 2 db.r5.xlarge at 365.00 a month.
+    saving = got['infra_obs_cost_idle_monthly_saving{"currency": "USD", "team": "payments"}']
+    assert saving == round(4 * 140.16 + 2 * 365.0, 2)
+    assert got['infra_obs_cost_team_monthly_budget{"currency": "USD", "team": "payments"}'] == 300.0
+    assert 1 <= got['infra_obs_cost_team_utilisation_percent{"metric": "cpu", "team": "web"}'] <= 90
+    assert (
+        got["infra_obs_cost_findings_window_end_timestamp_seconds"]
+        == datetime.datetime.combine(
+            datetime.date.fromisoformat(day(lab, LAST_DAY)), datetime.time(), datetime.UTC
+        ).timestamp()
+    )
+    assert state.window_end == day(lab, LAST_DAY)
 
 
 def test_a_rerun_adds_nothing_and_changes_nothing(lab, collected):

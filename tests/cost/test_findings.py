@@ -6,6 +6,7 @@ import datetime
 
 import lab_aws
 import pytest
+from infra_obs_cost.collect import team_summary
 from infra_obs_cost.findings import DEFAULT_POLICY, evaluate, load_policy, parse_policy, parse_prices
 from infra_obs_cost.model import METRICS, Observation, Policy, Record, Resource, daily
 from infra_obs_cost.store import Store
@@ -215,6 +216,9 @@ def test_stored_findings_a_rerun_changes_nothing_and_an_override_replaces_the_wi
         ({"teams": {"Ops Team": {}}}, "teams.Ops Team", "is not a team name"),
         ({"teams": {"web": {"rds_idle": {"colour": 1}}}}, "teams.web.rds_idle.colour", "unknown key"),
         ({"team": {}}, "team", "unknown key"),
+        ({"budgets": {"Ops Team": 100}}, "budgets.Ops Team", "is not a team name"),
+        ({"budgets": {"web": -5}}, "budgets.web", "must be >= 0"),
+        ({"budgets": {"web": "100 USD"}}, "budgets.web", "must be a number"),
         ([], "(top level)", "must be a mapping"),
     ],
 )  # fmt: skip
@@ -252,3 +256,22 @@ def test_policy_and_prices_files_load_with_yaml_refusals(tmp_path):
     policy.write_text("teams: &a\n  web: *a\n")
     with pytest.raises(ConfigError):
         load_policy(str(policy), str(prices))
+
+
+def test_the_exporters_summary_per_team_counts_findings_new_ones_savings_and_utilisation(values):
+    policy = parse_policy({"budgets": {"payments": 100}}, "findings.yml", parse_prices(PRICES, "prices.yml"))
+    assert policy.budgets == {"payments": 100.0}
+    found = evaluate(values, WINDOW_END, policy, TYPES)
+    last_day = [v for v in values if v.day == WINDOW_END]
+    first = team_summary(found, last_day, set())
+    # payments: ec2-use1-00 (low utilisation, memory, disk), rds-use1-0 and rds-use1-4 idle.
+    assert first["payments"]["findings"] == {"ec2_low_disk": 1, "ec2_low_memory": 1, "ec2_low_utilisation": 1,
+                                             "rds_idle": 2}  # fmt: skip
+    assert first["payments"]["saving"] == round(140.16 + 2 * 365.0, 2)
+    assert first["payments"]["new"] == {}  # no window before to compare with
+    assert 1 <= first["search"]["utilisation"]["cpu"] <= 90 and set(first["search"]["utilisation"]) <= {
+        "cpu", "memory", "disk"}  # fmt: skip
+    # The window before had everything but the idle database rds-use1-4: it is the one new finding.
+    before = {f"{f.resource.resource_id}/{f.rule}" for f in found if f.resource != resource("rds-use1-4")}
+    later = team_summary(found, last_day, before)
+    assert later["payments"]["new"] == {"rds_idle": 1} and later["search"]["new"] == {}

@@ -18,6 +18,8 @@ from .sources import SourceError, instance_types, open_source
 from .store import Store, StoreError
 
 log = logging.getLogger("infra_obs_cost")
+# The percent metrics whose daily averages the exporter shows per team.
+UTILISATION = ("cpu", "memory", "disk")
 
 
 @dataclass
@@ -40,6 +42,12 @@ class RunState:
     source_calls: int = 0
     findings: int = 0  # of the window ending on the last day collected
     findings_written: int = 0  # added, changed or removed
+    # Per team, what the exporter shows of the newest window (kept from the last run that evaluated one): the
+    # findings by rule, those the window before lacked, the monthly saving on offer, and the last day's mean
+    # utilisation by metric.
+    window_end: str = ""
+    currency: str = ""
+    teams: dict[str, dict] = field(default_factory=dict)
     runs: dict[str, int] = field(default_factory=lambda: {"success": 0, "failed": 0})
     errors: dict[str, int] = field(default_factory=lambda: {"source": 0, "database": 0})
 
@@ -78,8 +86,8 @@ def days_to_collect(config: Config, today: datetime.date) -> list[datetime.date]
 def run(config: Config, today: datetime.date | None = None, source=None) -> RunState:
     """Collects, writes and records the outcome; raises SourceError or StoreError after recording a failure."""
     state = read_state(config.state_file)
-    counters = (dict(state.runs), dict(state.errors), state.last_success)
-    state = RunState(runs=counters[0], errors=counters[1], last_success=counters[2], last_run_start=time.time())
+    kept = {k: getattr(state, k) for k in ("runs", "errors", "last_success", "window_end", "currency", "teams")}
+    state = RunState(**kept, last_run_start=time.time())
     today = today or datetime.datetime.now(datetime.UTC).date()
     policy = Policy(config.min_samples)
     try:
@@ -124,11 +132,38 @@ def find(config: Config, store: Store, window_end: datetime.date, state: RunStat
     types = instance_types({v.resource for v in values}, config.cloudwatch_endpoint_url) if (
         config.findings.instance_types) else {}  # fmt: skip
     findings = evaluate(values, window_end, policy, types)
+    previous = store.findings(window_end=window_end - datetime.timedelta(days=1))
+    before = {f"{f['resource_id']}/{f['rule']}" for f in previous}
     result = store.write_findings(window_end, findings)
     state.findings = len(findings)
     state.findings_written = result.added + result.changed + result.removed
+    state.window_end, state.currency = window_end.isoformat(), policy.prices.currency
+    state.teams = team_summary(findings, [v for v in values if v.day == window_end], before)
     log.info("findings of the %d days to %s: %d (%d added, %d changed, %d removed)", policy.longest, window_end,
              len(findings), result.added, result.changed, result.removed)  # fmt: skip
+
+
+def team_summary(findings: list, last_day: list, before: set[str]) -> dict[str, dict]:
+    """Per team: findings by rule, new ones by rule (none without a window before to compare with), the monthly
+    saving on offer, and the last day's mean of each percent metric's daily average."""
+    teams: dict[str, dict] = {}
+
+    def team(name: str) -> dict:
+        return teams.setdefault(name, {"findings": {}, "new": {}, "saving": 0.0, "utilisation": {}})
+
+    for f in findings:
+        mine = team(f.team)
+        mine["findings"][f.rule] = mine["findings"].get(f.rule, 0) + 1
+        if before and f"{f.resource.resource_id}/{f.rule}" not in before:
+            mine["new"][f.rule] = mine["new"].get(f.rule, 0) + 1
+        mine["saving"] = round(mine["saving"] + (f.monthly_saving or 0.0), 2)
+    sums: dict[tuple[str, str], list[float]] = {}
+    for r in last_day:
+        if r.statistic == "avg" and r.metric in UTILISATION:
+            sums.setdefault((r.team, r.metric), []).append(r.value)
+    for (name, metric), values in sorted(sums.items()):
+        team(name)["utilisation"][metric] = round(sum(values) / len(values), 3)
+    return teams
 
 
 def _finish(config: Config, state: RunState, result: str, error: str) -> None:

@@ -89,11 +89,12 @@ class Prices:
 
 @dataclass(frozen=True)
 class Policy:
-    """Every team's rules, and the overrides of some teams."""
+    """Every team's rules, the overrides of some teams, and teams' monthly budgets for the spend findings could save."""
 
     rules: Mapping[str, Rule]
     teams: Mapping[str, Mapping[str, Rule]]
     prices: Prices
+    budgets: Mapping[str, float] = field(default_factory=dict)
 
     def rules_of(self, team: str) -> list[Rule]:
         mine = self.teams.get(team, {})
@@ -217,8 +218,14 @@ def parse_policy(data: Any, path: str, prices: Prices) -> Policy:
         if not isinstance(team, str) or not TEAM.fullmatch(team):
             raise teams_map.error(str(team), "is not a team name: lowercase letters, digits and . _ -, at most 63")
         teams[team] = _rules(teams_map.sub(team), rules)
+    budgets_map = top.sub("budgets")
+    budgets = {}
+    for team in budgets_map.data:
+        if not isinstance(team, str) or not TEAM.fullmatch(team):
+            raise budgets_map.error(str(team), "is not a team name: lowercase letters, digits and . _ -, at most 63")
+        budgets[team] = budgets_map.number(team, 0, 0, 1e12)
     top.done()
-    return Policy(rules, teams, prices)
+    return Policy(rules, teams, prices, budgets)
 
 
 def parse_prices(data: Any, path: str) -> Prices:

@@ -3,6 +3,7 @@ needs the run's process), served on /metrics and registered in Consul."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import queue
 import signal
@@ -52,11 +53,45 @@ class HealthCollector:
         for kind in ("source", "database"):
             errors.add_metric([kind], s.errors.get(kind, 0))
         yield errors
+        yield from self.teams(s)
         info = GaugeMetricFamily(
             p + "build_info", "Version and source of the collector", labels=["version", "source", "database"]
         )
         info.add_metric([__version__, self.config.source, self.config.database.driver], 1.0)
         yield info
+
+    def teams(self, s):
+        """The newest findings window per team, as the last run that evaluated one left it, and the budgets."""
+        p = "infra_obs_cost_"
+        currency = s.currency or self.config.findings.policy.prices.currency
+        findings = GaugeMetricFamily(p + "findings", "Findings of the newest window", labels=["team", "rule"])
+        new = GaugeMetricFamily(p + "new_findings", "Findings the window before did not have", labels=["team", "rule"])
+        saving = GaugeMetricFamily(p + "idle_monthly_saving", "Monthly saving the findings offer (stopping what "
+                                   "they advise to stop, at the price table's prices)",
+                                   labels=["team", "currency"])  # fmt: skip
+        usage = GaugeMetricFamily(p + "team_utilisation_percent", "Mean of the team's daily averages on the window's "
+                                  "last day", labels=["team", "metric"])  # fmt: skip
+        for team, summary in sorted(s.teams.items()):
+            for rule, count in sorted(summary.get("findings", {}).items()):
+                findings.add_metric([team, rule], count)
+                new.add_metric([team, rule], summary.get("new", {}).get(rule, 0))
+            saving.add_metric([team, currency], summary.get("saving", 0.0))
+            for metric, value in sorted(summary.get("utilisation", {}).items()):
+                usage.add_metric([team, metric], value)
+        budget = GaugeMetricFamily(p + "team_monthly_budget", "A team's monthly budget for the spend findings could "
+                                   "save (the findings policy's budgets)", labels=["team", "currency"])  # fmt: skip
+        for team, amount in sorted(self.config.findings.policy.budgets.items()):
+            budget.add_metric([team, currency], amount)
+        window = GaugeMetricFamily(p + "findings_window_end_timestamp_seconds",
+                                   "The newest evaluated window's last day (00:00 UTC); 0: none yet")  # fmt: skip
+        window.add_metric([], _midnight(s.window_end))
+        yield from (findings, new, saving, usage, budget, window)
+
+
+def _midnight(day: str) -> float:
+    if not day:
+        return 0.0
+    return datetime.datetime.combine(datetime.date.fromisoformat(day), datetime.time(), datetime.UTC).timestamp()
 
 
 def serve(config: Config) -> int:

@@ -19,6 +19,7 @@ sys.path.insert(0, str(PROJECT / "scripts"))
 
 import lab_aws  # noqa: E402
 import yaml  # noqa: E402
+from dashboards import queries_without_data  # noqa: E402
 from labinfo import active_targets, container_ip, molecule_playbook, prometheus_query, wait_for  # noqa: E402
 
 PROM = "infraobs-mol-probe-prom"
@@ -188,3 +189,19 @@ def test_the_findings_module_returns_a_teams_findings_with_savings_in_check_mode
         # The bursty one moves more than 5 MB a day: not flagged.
         assert (ids["ec2-use1-02"], "ec2_low_utilisation") not in found
         assert result["count"] == len(found) and result["monthly_saving"] >= 140.16
+
+
+def test_findings_per_team_are_metrics_and_every_dashboard_query_finds_data(collected, prometheus):
+    def payments():
+        query = 'infra_obs_cost_findings{job="infra-obs-cost", team="payments", rule="ec2_low_utilisation"}'
+        return prometheus_query(prometheus, query)
+
+    assert wait_for(payments, TIMEOUT), "no findings of payments in Prometheus"
+    # The lab's policy gives payments a budget of 100 USD: its idle instances cost more (140.16 each).
+    saving = prometheus_query(prometheus, 'infra_obs_cost_idle_monthly_saving{team="payments"}')
+    budget = prometheus_query(prometheus, 'infra_obs_cost_team_monthly_budget{team="payments"}')
+    assert float(saving[0]["value"][1]) >= 140.16 > float(budget[0]["value"][1]) == 100.0
+    dashboard = PROJECT / "roles/cost_collector/files/dashboards/cost.json"
+    assert wait_for(lambda: not queries_without_data(prometheus, dashboard, {}), TIMEOUT), queries_without_data(
+        prometheus, dashboard, {}
+    )
