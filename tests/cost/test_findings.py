@@ -219,6 +219,10 @@ def test_stored_findings_a_rerun_changes_nothing_and_an_override_replaces_the_wi
         ({"budgets": {"Ops Team": 100}}, "budgets.Ops Team", "is not a team name"),
         ({"budgets": {"web": -5}}, "budgets.web", "must be >= 0"),
         ({"budgets": {"web": "100 USD"}}, "budgets.web", "must be a number"),
+        ({"budgets": {"web": "\uff11\uff10\uff10"}}, "budgets.web", "must be a number"),  # look-alike digits
+        ({"budgets": {"{web}": 1}}, "budgets.{web}", "is not a team name"),
+        ({"budgets": {"w" * 64: 1}}, "budgets." + "w" * 64, "is not a team name"),  # one too long
+        ({"teams": {"web\nx": {}}}, "teams.web", "is not a team name"),
         ([], "(top level)", "must be a mapping"),
     ],
 )  # fmt: skip
@@ -235,6 +239,8 @@ def test_a_hostile_policy_is_refused_naming_file_key_and_value(data, key, proble
         ({"ec2": {"m5.xlarge": -1}}, "ec2.m5.xlarge", "must be >= 0"),
         ({"ec2": {"m5.xlarge\nx": 1}}, "ec2.m5.xlarge", "is not an instance type"),
         ({"ec2": {"M5.XLARGE": 1}}, "ec2.M5.XLARGE", "is not an instance type"),
+        ({"ec2": {"m5." + "x" * 30: 1}}, "ec2.m5.", "is not an instance type"),  # one over 32 characters
+        ({"rds": {"db.r5;large": 1}}, "rds.db.r5;large", "is not an instance type"),
         ({"currency": "dollars"}, "currency", "ISO 4217"),
         ({"s3": {}}, "s3", "unknown key"),
     ],

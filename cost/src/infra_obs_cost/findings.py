@@ -209,21 +209,20 @@ def _rules(m: _Map, base: Mapping[str, Rule]) -> dict[str, Rule]:
     return rules
 
 
+def _teams(m: _Map) -> list[str]:
+    """The keys of a mapping by team, each a team name (the team tag's grammar)."""
+    for team in m.data:
+        if not isinstance(team, str) or not TEAM.fullmatch(team):
+            raise m.error(str(team), "is not a team name: lowercase letters, digits and . _ -, at most 63")
+    return list(m.data)
+
+
 def parse_policy(data: Any, path: str, prices: Prices) -> Policy:
     top = _Map(path, "", data)
     rules = dict(DEFAULT_RULES) | _rules(top.sub("rules"), DEFAULT_RULES)
-    teams_map = top.sub("teams")
-    teams = {}
-    for team in teams_map.data:
-        if not isinstance(team, str) or not TEAM.fullmatch(team):
-            raise teams_map.error(str(team), "is not a team name: lowercase letters, digits and . _ -, at most 63")
-        teams[team] = _rules(teams_map.sub(team), rules)
-    budgets_map = top.sub("budgets")
-    budgets = {}
-    for team in budgets_map.data:
-        if not isinstance(team, str) or not TEAM.fullmatch(team):
-            raise budgets_map.error(str(team), "is not a team name: lowercase letters, digits and . _ -, at most 63")
-        budgets[team] = budgets_map.number(team, 0, 0, 1e12)
+    teams_map, budgets_map = top.sub("teams"), top.sub("budgets")
+    teams = {team: _rules(teams_map.sub(team), rules) for team in _teams(teams_map)}
+    budgets = {team: budgets_map.number(team, 0, 0, 1e12) for team in _teams(budgets_map)}
     top.done()
     return Policy(rules, teams, prices, budgets)
 
