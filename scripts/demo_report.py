@@ -135,7 +135,8 @@ def quality_checks(lab: dict, url: str) -> bool:
 
 
 def cost_system(lab: dict, url: str) -> bool:
-    """YACE's view of the lab's AWS in Prometheus (the seeded instances, with tags), and the collector's health."""
+    """YACE's view of the lab's AWS in Prometheus (the seeded instances, with tags), the collector's health and where
+    its reports are."""
     hostvars = lab["_meta"]["hostvars"]
     yace = lab.get("yace_exporters", {}).get("hosts", [])
     collectors = lab.get("cost_collectors", {}).get("hosts", [])
@@ -155,7 +156,8 @@ def cost_system(lab: dict, url: str) -> bool:
         print(
             f"  collector on {collector}: health http://{hostvars[collector]['lab_ipv4']}:9312/metrics; its timer runs"
             f" daily; one run now: podman exec {hostvars[collector]['ansible_host']} systemctl start"
-            " infra-obs-cost-collect (records in MariaDB, database infra_obs_cost)"
+            " infra-obs-cost-collect (records in MariaDB, database infra_obs_cost; then each team's report at"
+            f" http://{hostvars[collector]['lab_ipv4']}:9312/reports/)"
         )
     return bool(found)
 

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "cost/src"), str(ROOT / "probe/src"), str(ROOT / "scripts")]
 
 import boto3  # noqa: E402
-from infra_obs_cost.findings import evaluate  # noqa: E402
+from infra_obs_cost import report  # noqa: E402
+from infra_obs_cost.findings import DEFAULT_POLICY, evaluate  # noqa: E402
 from infra_obs_cost.model import COUNT, METRICS, PERCENT, Metric, Observation, Policy, Resource, daily  # noqa: E402
 from infra_obs_cost.sources import GET_METRIC_DATA_LIMIT, CloudWatchSource  # noqa: E402
 from infra_obs_cost.store import Database, Store  # noqa: E402
@@ -90,21 +91,30 @@ def store_bench(name: str, database: Database, days, fleet, teams) -> dict:
         progress(f"{name}: rerun")
         rerun, _, rewritten = run_days(store, days, fleet, teams)
         held = len(store.rows("utilisation_daily"))
-        progress(f"{name}: findings, twice")
-        found, findings_first, _ = find(store, days)
-        _, findings_rerun, refound = find(store, days)
+        progress(f"{name}: findings and reports, twice")
+        with tempfile.TemporaryDirectory(prefix="infra-obs-bench-reports-") as reports:
+            found, findings_first, _, reports_first, files, _ = find(store, days, reports)
+            _, findings_rerun, refound, reports_rerun, _, rewritten_files = find(store, days, reports)
     return {"name": name, "first": first, "rerun": rerun, "produced": produced, "written": written,
             "rewritten": rewritten, "held": held, "findings": found, "findings_first": findings_first,
-            "findings_rerun": findings_rerun, "findings_rewritten": refound}  # fmt: skip
+            "findings_rerun": findings_rerun, "findings_rewritten": refound, "reports_first": reports_first,
+            "reports_rerun": reports_rerun, "report_files": files, "reports_rewritten": rewritten_files}  # fmt: skip
 
 
-def find(store: Store, days: list[datetime.date]) -> tuple[int, float, int]:
-    """The findings of the window as the collector makes them after a run (read the records back, evaluate, store):
-    how many, the seconds, and the rows the write changed."""
+def find(store: Store, days: list[datetime.date], reports: str) -> tuple[int, float, int, float, int, int]:
+    """The findings of the window as the collector makes them after a run (read the records back, evaluate, store),
+    then the reports (read the findings back, build every team's page and CSV, write those that changed): how many
+    findings, the seconds, the rows the write changed; the reports' seconds, files, and files written."""
     start = time.perf_counter()
-    found = evaluate(store.daily_values(days[0], days[-1]), days[-1])
+    values = store.daily_values(days[0], days[-1])
+    found = evaluate(values, days[-1])
     result = store.write_findings(days[-1], found)
-    return len(found), time.perf_counter() - start, result.added + result.changed + result.removed
+    found_in = time.perf_counter() - start
+    start = time.perf_counter()
+    files = report.build(values, store.findings(window_end=days[-1]), days[-1], DEFAULT_POLICY)
+    written = report.publish(reports, files)
+    return (len(found), found_in, result.added + result.changed + result.removed, time.perf_counter() - start,
+            len(files), written)  # fmt: skip
 
 
 def cloudwatch_calls(resources: int) -> tuple[int, int, int]:
@@ -176,14 +186,18 @@ def main() -> int:
         rerun_ok = "" if r["rerun"] <= GOAL_RERUN else " (goal missed)"
         print(f"| {r['name']} | {r['first']:.1f} s{first_ok} | {GOAL_FIRST:.0f} s | {r['written'] / r['first']:,.0f} |"
               f" {r['rerun']:.1f} s{rerun_ok} | {GOAL_RERUN:.0f} s | {r['rewritten']} |")  # fmt: skip
-        if r["written"] != expected or r["held"] != expected or r["rewritten"] != 0 or r["findings_rewritten"] != 0:
+        if r["written"] != expected or r["held"] != expected or r["rewritten"] != 0 or r["findings_rewritten"] != 0 \
+                or r["reports_rewritten"] != 0:  # fmt: skip
             wrong = True
             print(f"\nWRONG: {r['name']} wrote {r['written']:,} and holds {r['held']:,} of {expected:,} records;"
-                  f" the rerun wrote {r['rewritten']}")  # fmt: skip
-    print("\n| database | findings of the 14-day window (read, evaluate, store) | findings | again, writing nothing |")
-    print("|---|---|---|---|")
+                  f" the rerun wrote {r['rewritten']}, its findings {r['findings_rewritten']} rows, its reports"
+                  f" {r['reports_rewritten']} files")  # fmt: skip
+    print("\n| database | findings of the 14-day window (read, evaluate, store) | findings | again, writing nothing |"
+          " reports (build, write) | files | again, writing none |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['name']} | {r['findings_first']:.1f} s | {r['findings']:,} | {r['findings_rerun']:.1f} s |")
+        print(f"| {r['name']} | {r['findings_first']:.1f} s | {r['findings']:,} | {r['findings_rerun']:.1f} s |"
+              f" {r['reports_first']:.1f} s | {r['report_files']} | {r['reports_rerun']:.1f} s |")  # fmt: skip
     ratio = per_metric / calls
     goal = "" if calls <= math.ceil(per_metric / GET_METRIC_DATA_LIMIT) else " (goal missed)"
     print(f"\n## CloudWatch API calls for one day of {args.cloudwatch_resources:,} instances (5 metrics each)\n")

@@ -66,9 +66,27 @@ class Server:
 
 
 def _start(cmd: list[str], log: pathlib.Path, port: int) -> Server:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # pytest's pythonpath too
     with log.open("wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     return Server(f"http://127.0.0.1:{port}", process, log)
+
+
+class Started:
+    """The servers a module's factory started, each logging into the factory's directory; stopped at its end."""
+
+    def __init__(self, directory: pathlib.Path):
+        self.directory, self.servers = directory, []
+
+    def start(self, cmd: list[str], name: str, port: int, ready: str, what: str) -> Server:
+        server = _start(cmd, self.directory / f"{name}-{port}.log", port)
+        self.servers.append(server)
+        server.wait_ready(ready, what)
+        return server
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -81,20 +99,30 @@ def free_port() -> Callable[[], int]:
 def start_moto(tmp_path_factory) -> Iterator[Callable[[], Server]]:
     """Factory of moto servers (`moto_server -H 127.0.0.1 -p PORT`, an empty account each), stopped at the end of
     the module."""
-    started: list[Server] = []
-    directory = tmp_path_factory.mktemp("moto")
+    started = Started(tmp_path_factory.mktemp("moto"))
     moto = pathlib.Path(sys.executable).with_name("moto_server")
 
     def start() -> Server:
         port = _free_port()
-        server = _start([str(moto), "-H", "127.0.0.1", "-p", str(port)], directory / f"moto-{port}.log", port)
-        started.append(server)
-        server.wait_ready("/moto-api/", "moto_server")
-        return server
+        return started.start([str(moto), "-H", "127.0.0.1", "-p", str(port)], "moto", port, "/moto-api/",
+                             "moto_server")  # fmt: skip
 
     yield start
-    for server in started:
-        server.stop()
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def start_cost_exporter(tmp_path_factory) -> Iterator[Callable[[pathlib.Path, int], Server]]:
+    """Factory of the collector's exporters (`infra-obs-cost serve`, its metrics and reports) on loopback:
+    start(config, port) runs one, ready when /metrics answers; all are stopped at the end of the module."""
+    started = Started(tmp_path_factory.mktemp("cost-exporter"))
+
+    def start(config: pathlib.Path, port: int) -> Server:
+        cmd = [sys.executable, "-m", "infra_obs_cost", "serve", "--config", str(config)]
+        return started.start(cmd, "exporter", port, "/metrics", "infra-obs-cost serve")
+
+    yield start
+    started.stop()
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +152,11 @@ def start_prometheus(prometheus_binary, tmp_path_factory) -> Iterator[Callable[.
     """Factory of Prometheus servers on loopback: start(data_dir, *extra_args, config="...") runs one with its TSDB
     in data_dir (a backfilled one, say) and the given configuration (default: no scrape jobs), ready when /-/ready
     answers; all are stopped at the end of the module."""
-    started: list[Server] = []
-    directory = tmp_path_factory.mktemp("prometheus")
+    started = Started(tmp_path_factory.mktemp("prometheus"))
 
     def start(data_dir: pathlib.Path, *extra: str, config: str = "global:\n  scrape_interval: 1m\n") -> Server:
         port = _free_port()
-        config_file = directory / f"prometheus-{port}.yml"
+        config_file = started.directory / f"prometheus-{port}.yml"
         config_file.write_text(config)
         cmd = [
             str(prometheus_binary),
@@ -138,14 +165,10 @@ def start_prometheus(prometheus_binary, tmp_path_factory) -> Iterator[Callable[.
             f"--web.listen-address=127.0.0.1:{port}",
             *extra,
         ]
-        server = _start(cmd, directory / f"prometheus-{port}.log", port)
-        started.append(server)
-        server.wait_ready("/-/ready", "prometheus")
-        return server
+        return started.start(cmd, "prometheus", port, "/-/ready", "prometheus")
 
     yield start
-    for server in started:
-        server.stop()
+    started.stop()
 
 
 @pytest.fixture(scope="module")

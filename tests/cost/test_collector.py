@@ -4,7 +4,10 @@ Expectations are written out by hand from the seed's resource table (scripts/lab
 shape and each fault, every reject reason, and the totals per team. The collector collects days 2 to 13 before
 today: complete in the history whatever the time of day."""
 
+import csv
 import datetime
+import http.client
+import io
 import json
 import math
 import os
@@ -20,12 +23,15 @@ from infra_obs_cost import collect
 from infra_obs_cost.config import load
 from infra_obs_cost.serve import HealthCollector
 from infra_obs_cost.sources import PrometheusSource
-from infra_obs_cost.store import TABLES, Store
+from infra_obs_cost.store import FINDING_KEY, FINDING_VALUES, TABLES, Store
 from lab_mariadb import running
 from labinfo import run_playbook
+from playwright.sync_api import sync_playwright
 from yace.yace_lab import render, start_yace, yace_binary
 
 DEADLINE = 240
+# Debian's Chromium, headless, without its background connections (this machine's network refuses them).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 FIRST_DAY, LAST_DAY = 13, 2  # days before today
 ACCOUNT = lab_aws.ACCOUNT_ID
 HOSTILE_DAY = 3
@@ -108,7 +114,8 @@ def lab(moto_server, start_prometheus, free_port, tmp_path_factory):
         with pytest.MonkeyPatch.context() as env:
             env.setenv("AWS_ACCESS_KEY_ID", "lab")
             env.setenv("AWS_SECRET_ACCESS_KEY", "lab")
-            yield {"now": now, "ids": ids, "prometheus": prometheus.url, "work": work, "moto": moto_server}
+            yield {"now": now, "ids": ids, "prometheus": prometheus.url, "work": work, "moto": moto_server,
+                   "port": free_port()}  # fmt: skip
     finally:
         yace_process.terminate()
         yace_process.wait(timeout=30)
@@ -121,8 +128,8 @@ def mariadb(tmp_path_factory):
 
 
 def collector_config(lab, database: dict, name: str) -> str:
-    """The config of a run into database: the days FIRST_DAY to LAST_DAY, and findings with the instances' types
-    from the account (moto) and a price table."""
+    """The config of a run into database: the days FIRST_DAY to LAST_DAY, findings with the instances' types
+    from the account (moto) and a price table, and reports in the work directory; its exporter on lab["port"]."""
     path = lab["work"] / f"{name}.yml"
     prices = lab["work"] / "prices.yml"
     prices.write_text(yaml.safe_dump({"ec2": {"m5.xlarge": 0.192}, "rds": {"db.r5.xlarge": 0.5}}))
@@ -136,6 +143,8 @@ def collector_config(lab, database: dict, name: str) -> str:
         "days": FIRST_DAY - LAST_DAY + 1,
         "state_file": str(lab["work"] / f"{name}-state.json"),
         "findings": {"prices_file": str(prices), "policy_file": str(policy), "instance_types": True},
+        "reports": {"directory": str(lab["work"] / f"{name}-reports")},
+        "listen": f"127.0.0.1:{lab['port']}",
     }))  # fmt: skip
     return str(path)
 
@@ -348,11 +357,141 @@ def test_the_health_exporter_shows_each_teams_findings_savings_and_budget(lab, c
     assert state.window_end == day(lab, LAST_DAY)
 
 
+def team_files(directory) -> set[str]:
+    return {p.name for p in directory.iterdir()}
+
+
+def test_reports_are_written_after_the_run_a_page_and_a_csv_per_team(lab, collected):
+    _, state, tables = collected
+    teams = {row[7] for row in tables["utilisation_daily"]}
+    assert teams == {"payments", "search", "web", "data"}
+    expected = {"index.html"} | {f"{t}.html" for t in teams} | {f"{t}.csv" for t in teams}
+    assert team_files(lab["work"] / "mariadb-reports") == expected
+    assert state.reports_written == len(expected)
+
+
+def test_each_teams_csv_is_its_findings_in_the_database(lab, collected):
+    _, _, tables = collected
+    for team in ("payments", "search", "web", "data"):
+        text = (lab["work"] / "mariadb-reports" / f"{team}.csv").read_text()
+        header, *rows = list(csv.reader(io.StringIO(text)))
+        assert header == [*FINDING_KEY, *FINDING_VALUES, "currency"]
+        stored = [row[:-1] for row in tables["findings"] if row[6] == team]  # without the batch id
+        assert sorted(tuple(r[:-1]) for r in rows) == sorted(
+            tuple("" if v is None else str(v) for v in row) for row in stored
+        ), team
+        assert {r[-1] for r in rows} <= {"USD"}
+    assert len(tables["findings"]) == sum(
+        len((lab["work"] / "mariadb-reports" / f"{t}.csv").read_text().splitlines()) - 1
+        for t in ("payments", "search", "web", "data")
+    )
+
+
+# payments (scripts/lab_aws.py): idle EC2 ec2-use1-00, -16, ec2-euc1-00, -16 (m5.xlarge: low utilisation and low
+# memory; no low disk: ec2-use1-00's, the lowest level, is over 25% on the newest day, so 11 of the 12 collected),
+# idle databases rds-use1-0 and rds-use1-4 (db.r5.xlarge).
+PAYMENTS_IDLE = ("ec2-use1-00", "ec2-use1-16", "ec2-euc1-00", "ec2-euc1-16")
+PAYMENTS_FINDINGS = {
+    *((key, "ec2_low_utilisation") for key in PAYMENTS_IDLE),
+    *((key, "ec2_low_memory") for key in PAYMENTS_IDLE),
+    ("rds-use1-0", "rds_idle"),
+    ("rds-use1-4", "rds_idle"),
+}
+
+
+@pytest.fixture(scope="module")
+def exporter(lab, collected, start_cost_exporter):
+    """`infra-obs-cost serve` of the MariaDB run's config: its metrics and reports on lab["port"]."""
+    return start_cost_exporter(collected[0].path, lab["port"])
+
+
+def test_a_teams_page_in_chromium_shows_its_findings_their_evidence_and_totals(lab, exporter):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(exporter.url + "/reports/")
+            index = page.eval_on_selector_all(
+                "#teams tr[data-team]", "rows => rows.map(r => [r.dataset.team, r.dataset.findings])"
+            )
+            page.click("text=payments")  # the index's link, as a person opens it
+            page.wait_for_selector("#findings")
+            shown = {
+                "team": page.inner_text("#team"),
+                "window": page.inner_text("#window"),
+                "findings": page.inner_text("#total-findings"),
+                "resources": page.inner_text("#total-resources"),
+                "saving": page.inner_text("#total-saving"),
+                "budget": page.inner_text("#budget"),
+                "over": page.get_attribute("#budget", "class"),
+            }
+            rows = page.eval_on_selector_all(
+                "#findings > tbody > tr",
+                "rows => rows.map(r => [r.dataset.resourceId, r.dataset.rule, r.dataset.matchedDays, r.dataset.saving,"
+                " r.querySelectorAll('table.evidence tr').length])",
+            )
+            idle = f"#findings tr[data-resource-id='{lab['ids']['ec2-use1-00']}'][data-rule='ec2_low_utilisation']"
+            page.click(idle + " summary")  # opens the evidence
+            evidence = page.inner_text(idle + " table")
+            charts = page.eval_on_selector_all(
+                "figure[data-chart]",
+                "fs => fs.map(f => [f.dataset.chart, f.dataset.days, f.querySelectorAll('circle').length])",
+            )
+            page.screenshot(path=str(lab["work"] / "payments-report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert dict(index)["payments"] == str(len(PAYMENTS_FINDINGS)) and set(dict(index)) == {"payments", "search", "web",
+                                                                                            "data"}  # fmt: skip
+    first = (lab["now"].date() - datetime.timedelta(days=LAST_DAY + 13)).isoformat()
+    assert shown == {
+        "team": "payments",
+        "window": f"{first} to {day(lab, LAST_DAY)}",
+        "findings": str(len(PAYMENTS_FINDINGS)),
+        "resources": str(len(PAYMENTS_IDLE) + 2),
+        "saving": "1,290.64 USD",  # 4 m5.xlarge at 140.16 and 2 db.r5.xlarge at 365.00 a month
+        "budget": "300.00 USD (exceeded)",
+        "over": "over",
+    }
+    keys = {lab["ids"][r.key]: r.key for r in lab_aws.RESOURCES}
+    found = {(keys[resource_id], rule): (matched, saving, days) for resource_id, rule, matched, saving, days in rows}
+    assert set(found) == PAYMENTS_FINDINGS
+    # The history holds 12 days of the 14-day window; every idle day of them is evidence.
+    assert found[("ec2-use1-00", "ec2_low_utilisation")] == ("12", "140.16", 12)
+    assert found[("rds-use1-4", "rds_idle")] == ("7", "365.0", 7)
+    assert found[("ec2-euc1-16", "ec2_low_memory")] == ("12", "", 12)
+    assert evidence.count("cpu.avg = ") == 12 and day(lab, LAST_DAY) in evidence and day(lab, FIRST_DAY) in evidence
+    # EC2 CPU, memory, disk and network, RDS CPU and connections: 14 days each, data on the 12 collected.
+    assert [(title, days, points) for title, days, points in charts] == [
+        (title, "14", 12) for title in ("EC2 CPU, daily average", "EC2 memory used, daily average",
+                                        "EC2 disk used, daily average", "EC2 network in + out a day",
+                                        "RDS CPU, daily average", "RDS connections, daily maximum")
+    ]  # fmt: skip
+
+
+def test_the_exporter_serves_report_names_only(lab, exporter):
+    """Paths outside the reports' grammar are not found, whatever they spell; the state file is never served."""
+    for path in ("/reports/../mariadb-state.json", "/reports/..%2Fmariadb-state.json", "/reports/%2e%2e/mariadb.yml",
+                 "/reports/.report.x", "/reports/payments.HTML", "/reports/payments.csv%00.html",
+                 "/reports//etc/passwd", "/reports/payments.html/", "/reports/nobody.html", "/state.json"):  # fmt: skip
+        connection = http.client.HTTPConnection(exporter.url.removeprefix("http://").split(":")[0], lab["port"],
+                                                timeout=10)  # fmt: skip
+        connection.request("GET", path)
+        reply = connection.getresponse()
+        body = reply.read()
+        connection.close()
+        assert reply.status == 404 and b"window_end" not in body, path
+    assert requests.get(f"{exporter.url}/reports/payments.csv", timeout=10).headers[
+        "Content-Type"] == "text/csv; charset=utf-8"  # fmt: skip
+
+
 def test_a_rerun_adds_nothing_and_changes_nothing(lab, collected):
     config, _, before = collected
+    reports = lab["work"] / "mariadb-reports"
+    written = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in reports.iterdir()}
     state = collect.run(config, today=today(lab))
     assert (state.records_added, state.records_changed, state.batches, state.last_result) == (0, 0, 0, "success")
-    assert state.findings_written == 0
+    assert (state.findings_written, state.reports_written) == (0, 0)
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in reports.iterdir()} == written
     with Store(config.database) as store:
         assert {t: store.rows(t) for t in before} == before
 

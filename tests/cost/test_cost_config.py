@@ -4,7 +4,7 @@ each refusal naming file, key and value, and the database password never shown."
 import pytest
 import yaml
 from infra_obs_cost.cli import INVALID, main
-from infra_obs_cost.config import load
+from infra_obs_cost.config import Reports, load
 from infra_obs_probe.config import ConfigError
 
 
@@ -32,6 +32,9 @@ def test_the_defaults_read_from_prometheus_into_sqlite(write):
     )  # fmt: skip
     assert (config.days, config.min_samples, config.interval) == (14, 144, 86400.0)
     assert (config.listen_host, config.listen_port, config.register.service) == ("127.0.0.1", 9312, "infra-obs-cost")
+    # The reports go beside the state file unless told otherwise, and come with the findings.
+    assert config.reports == Reports(True, "/var/lib/infra-obs-cost/reports")
+    assert load(write({"findings": {"enabled": False}})).reports.enabled is False
 
 
 def test_a_mysql_database_reads_its_password_from_the_file_and_never_shows_it(write, password):
@@ -85,6 +88,10 @@ def test_the_cloudwatch_source_names_its_regions(write):
         ({"findings": {"prices_file": "/etc/../prices.yml"}}, "findings.prices_file", "no . or .. parts"),
         ({"findings": {"instance_types": 1}}, "findings.instance_types", "true or false"),
         ({"findings": {"rules": {}}}, "findings.rules", "unknown key"),
+        ({"findings": {"enabled": False}, "reports": {"enabled": True}}, "reports.enabled", "needs findings.enabled"),
+        ({"reports": {"directory": "/var/lib/infra-obs-cost/../../etc"}}, "reports.directory", "no . or .. parts"),
+        ({"reports": {"directory": "/srv/reports dir"}}, "reports.directory", "absolute path"),
+        ({"reports": {"publish": "s3"}}, "reports.publish", "unknown key"),
         ({"surprise": 1}, "surprise", "unknown key"),
         ([1, 2], "(top level)", "must be a mapping"),
     ],

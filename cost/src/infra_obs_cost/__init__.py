@@ -1,3 +1,3 @@
 """infra-obs-cost: CloudWatch utilisation series into validated, idempotent daily records per resource."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

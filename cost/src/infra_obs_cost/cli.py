@@ -17,6 +17,7 @@ from . import __version__
 from .config import load
 from .findings import Prices, parse_policy, parse_prices
 from .model import TEAM
+from .report import ReportError
 from .sources import SourceError
 from .store import Store, StoreError
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("collect", "collect the last days into the database, once"),
-        ("serve", "export the collector's health (its last runs) as metrics, registered in Consul"),
+        ("serve", "export the collector's health as metrics and serve the reports, registered in Consul"),
         ("migrate", "apply the database migrations it lacks"),
         ("validate", "validate a configuration file"),
         ("findings", "print the stored findings (of the newest window, or --window-end's) as JSON"),
@@ -100,6 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"infra-obs-cost: invalid configuration: {e}", file=sys.stderr)
         return INVALID
-    except (SourceError, StoreError) as e:
+    except (SourceError, StoreError, ReportError) as e:
         print(f"infra-obs-cost: {e}", file=sys.stderr)
         return FAILED

@@ -11,9 +11,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+from . import report
 from .config import Config
-from .findings import evaluate
+from .findings import evaluate, total_saving
 from .model import Policy, daily
+from .report import ReportError
 from .sources import SourceError, instance_types, open_source
 from .store import Store, StoreError
 
@@ -42,6 +44,7 @@ class RunState:
     source_calls: int = 0
     findings: int = 0  # of the window ending on the last day collected
     findings_written: int = 0  # added, changed or removed
+    reports_written: int = 0  # report files written or removed
     # Per team, what the exporter shows of the newest window (kept from the last run that evaluated one): the
     # findings by rule, those the window before lacked, the monthly saving on offer, and the last day's mean
     # utilisation by metric.
@@ -49,7 +52,7 @@ class RunState:
     currency: str = ""
     teams: dict[str, dict] = field(default_factory=dict)
     runs: dict[str, int] = field(default_factory=lambda: {"success": 0, "failed": 0})
-    errors: dict[str, int] = field(default_factory=lambda: {"source": 0, "database": 0})
+    errors: dict[str, int] = field(default_factory=lambda: {"source": 0, "database": 0, "report": 0})
 
     @property
     def reject_ratio(self) -> float:
@@ -116,8 +119,8 @@ def run(config: Config, today: datetime.date | None = None, source=None) -> RunS
                     log.info("%s: nothing new (%d records, %d rejects)", day, len(records), len(rejects))
             if config.findings.enabled:
                 find(config, store, today - datetime.timedelta(days=1), state)
-    except (SourceError, StoreError) as e:
-        kind = "source" if isinstance(e, SourceError) else "database"
+    except (SourceError, StoreError, ReportError) as e:
+        kind = {SourceError: "source", StoreError: "database", ReportError: "report"}[type(e)]
         state.errors[kind] = state.errors.get(kind, 0) + 1
         _finish(config, state, "failed", str(e))
         raise
@@ -141,6 +144,12 @@ def find(config: Config, store: Store, window_end: datetime.date, state: RunStat
     state.teams = team_summary(findings, [v for v in values if v.day == window_end], before)
     log.info("findings of the %d days to %s: %d (%d added, %d changed, %d removed)", policy.longest, window_end,
              len(findings), result.added, result.changed, result.removed)  # fmt: skip
+    if config.reports.enabled:
+        # From the database, so the reports show what is stored.
+        files = report.build(values, store.findings(window_end=window_end), window_end, policy)
+        state.reports_written = report.publish(config.reports.directory, files)
+        log.info("reports in %s: %d files, %d written or removed", config.reports.directory, len(files),
+                 state.reports_written)  # fmt: skip
 
 
 def team_summary(findings: list, last_day: list, before: set[str]) -> dict[str, dict]:
@@ -156,7 +165,8 @@ def team_summary(findings: list, last_day: list, before: set[str]) -> dict[str, 
         mine["findings"][f.rule] = mine["findings"].get(f.rule, 0) + 1
         if before and f"{f.resource.resource_id}/{f.rule}" not in before:
             mine["new"][f.rule] = mine["new"].get(f.rule, 0) + 1
-        mine["saving"] = round(mine["saving"] + (f.monthly_saving or 0.0), 2)
+    for name, mine in teams.items():
+        mine["saving"] = total_saving(f.monthly_saving for f in findings if f.team == name)
     sums: dict[tuple[str, str], list[float]] = {}
     for r in last_day:
         if r.statistic == "avg" and r.metric in UTILISATION:

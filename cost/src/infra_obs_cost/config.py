@@ -40,6 +40,12 @@ class Findings:
 
 
 @dataclass(frozen=True)
+class Reports:
+    enabled: bool
+    directory: str  # the team pages, CSVs and index, which the exporter serves on /reports/
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     collector: Source
@@ -57,6 +63,7 @@ class Config:
     listen_port: int
     register: Register
     findings: Findings
+    reports: Reports
 
 
 def _path(m: _Map, key: str, default: str | None = None) -> str:
@@ -108,6 +115,15 @@ def _findings(m: _Map) -> Findings:
     return Findings(enabled, load_policy(policy_file, prices_file), instance_types)
 
 
+def _reports(m: _Map, findings: Findings, state_file: str) -> Reports:
+    enabled = m.boolean("enabled", findings.enabled)
+    if enabled and not findings.enabled:
+        raise m.error("enabled", "needs findings.enabled: the reports are the findings'")
+    directory = _path(m, "directory", os.path.join(os.path.dirname(state_file), "reports"))
+    m.done()
+    return Reports(enabled, directory)
+
+
 def parse(data: Any, path: str) -> Config:
     top = _Map(path, "", data)
     c = top.sub("collector")
@@ -138,6 +154,8 @@ def parse(data: Any, path: str) -> Config:
     database = _database(top.sub("database"))
     listen_host, listen_port = _listen(top, "127.0.0.1:9312")
     register = _register(top.sub("register"), collector, listen_port, "infra-obs-cost", ("metrics", "cost"))
+    state_file = _path(top, "state_file", "/var/lib/infra-obs-cost/state.json")
+    findings = _findings(top.sub("findings"))
     config = Config(
         path=path,
         collector=collector,
@@ -150,11 +168,12 @@ def parse(data: Any, path: str) -> Config:
         days=top.integer("days", 14, 1, 62),
         min_samples=top.integer("min_samples", 144, 1, 86400 // SAMPLE_PERIOD),
         interval=top.number("interval", 86400, 60, 7 * 86400),
-        state_file=_path(top, "state_file", "/var/lib/infra-obs-cost/state.json"),
+        state_file=state_file,
         listen_host=listen_host,
         listen_port=listen_port,
         register=register,
-        findings=_findings(top.sub("findings")),
+        findings=findings,
+        reports=_reports(top.sub("reports"), findings, state_file),
     )
     top.done()
     return config

@@ -108,6 +108,11 @@ class Policy:
 DEFAULT_POLICY = Policy(DEFAULT_RULES, {}, Prices())
 
 
+def total_saving(savings: Iterable[float | None]) -> float:
+    """The monthly saving of several findings: those with an estimate (a stop, at a known price) added up."""
+    return round(math.fsum(s for s in savings if s is not None), 2)
+
+
 @dataclass(frozen=True)
 class Finding:
     resource: Resource

@@ -1,11 +1,13 @@
 """Verify the cost system as deployed (playbooks/cost.yml): YACE on the Prometheus host reads the lab's AWS (moto on
 the controller, at the scenario network's gateway) and is scraped through Consul; the collector on node2, its timer's
 unit started by hand, reads a backfilled history from that Prometheus and writes it into MariaDB on node1, once,
-with its findings, which module infra.obs.cost_findings returns.
+with its findings, which module infra.obs.cost_findings returns, and its reports, which its exporter serves.
 The records' values for every shape and fault are tests/cost/test_collector.py's; here the deployed parts must
 carry them end to end."""
 
+import csv
 import datetime
+import io
 import json
 import os
 import pathlib
@@ -13,6 +15,7 @@ import subprocess
 import sys
 
 import pytest
+import requests
 
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "scripts"))
@@ -205,3 +208,20 @@ def test_findings_per_team_are_metrics_and_every_dashboard_query_finds_data(coll
     assert wait_for(lambda: not queries_without_data(prometheus, dashboard, {}), TIMEOUT), queries_without_data(
         prometheus, dashboard, {}
     )
+
+
+def test_the_reports_are_served_and_a_teams_csv_is_its_stored_findings(collected):
+    """The deployed exporter serves the reports the collection wrote: the index names the teams, and payments' CSV
+    holds what the database holds (the page itself is opened in Chromium by tests/cost/test_collector.py)."""
+    base = f"http://{container_ip(COLLECTOR)}:9312/reports/"
+    index = requests.get(base, timeout=30)
+    assert index.status_code == 200 and 'data-team="payments"' in index.text, index.text[:500]
+    page = requests.get(base + "payments.html", timeout=30).text
+    rows = list(csv.DictReader(io.StringIO(requests.get(base + "payments.csv", timeout=30).text)))
+    stored = sql("SELECT resource_id, rule, matched_days, monthly_saving FROM findings WHERE team = 'payments' "
+                 "AND window_end = (SELECT MAX(window_end) FROM findings)")  # fmt: skip
+    assert rows and sorted((r["resource_id"], r["rule"], r["matched_days"]) for r in rows) == sorted(
+        (resource, rule, matched) for resource, rule, matched, _ in stored
+    )
+    assert f'id="total-findings">{len(rows)}<' in page
+    assert all(f'data-resource-id="{r["resource_id"]}" data-rule="{r["rule"]}"' in page for r in rows)
