@@ -13,7 +13,7 @@ if [[ -f $out && -f $out.sha256 ]]; then
   exit 0
 fi
 
-export GOMODCACHE="$INFRA_OBS_CACHE/go/mod" GOCACHE="$INFRA_OBS_CACHE/go/build" GOFLAGS=-mod=mod GOWORK=off CGO_ENABLED=0
+go_env
 module=github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION
 log "building Prometheus $PROMETHEUS_VERSION ($module); first build takes several minutes"
 src=$(cd /tmp && go mod download -json "$module" | jq -r .Dir)
@@ -31,8 +31,4 @@ ldflags="-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSI
 cp "$src/LICENSE" "$src/NOTICE" "$stage/"
 "$stage/prometheus" --version >/dev/null || die "built prometheus does not run"
 
-mkdir -p "$(dirname "$out")"
-tar -C "$work" --sort=name --owner=0 --group=0 --mtime=@0 -c "$name" | gzip -n >"$out.tmp"
-mv "$out.tmp" "$out"
-(cd "$(dirname "$out")" && sha256sum "$(basename "$out")" >"$(basename "$out").sha256")
-log "built $out"
+pack_release "$work" "$name" "$out"

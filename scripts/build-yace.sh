@@ -10,22 +10,14 @@ YACE_CLOUDWATCH_SDK_VERSION=$(lab_var yace_cloudwatch_sdk_version)
 
 name="yet-another-cloudwatch-exporter-${YACE_VERSION}.linux-amd64"
 out="$INFRA_OBS_CACHE/artifacts/yace/$name.tar.gz"
-bin="$INFRA_OBS_CACHE/bin"
 
 if [[ ! -f $out || ! -f $out.sha256 ]]; then
-  export GOMODCACHE="$INFRA_OBS_CACHE/go/mod" GOCACHE="$INFRA_OBS_CACHE/go/build" GOFLAGS=-mod=mod GOWORK=off CGO_ENABLED=0
+  go_env
   module=github.com/prometheus-community/yet-another-cloudwatch-exporter@v$YACE_VERSION
   log "building YACE $YACE_VERSION ($module, CloudWatch SDK $YACE_CLOUDWATCH_SDK_VERSION); takes several minutes"
-  # `go install module@version` fails: the proxy refuses this module's version list, which go install reads for
-  # the deprecation check. Downloading the one version and building inside it works.
-  src=$(cd /tmp && go mod download -json "$module" | jq -r .Dir)
-  [[ -d $src ]] || die "go mod download $module gave no source directory"
-
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  # The module cache is read-only: build in a writable copy.
-  cp -R "$src" "$work/src"
-  chmod -R u+w "$work/src"
+  module_source "$module" "$work/src"
   # The pin: v0.67.0's CloudWatch SDK (v1.61) speaks the smithy RPC v2 CBOR protocol, which moto 5.2.5 (the newest
   # moto on PyPI, the lab's AWS) does not serve: ListMetrics answers 404 and YACE exports nothing. v1.52.8 still
   # speaks the query protocol that both moto and AWS serve; YACE's code builds against it unchanged.
@@ -44,18 +36,8 @@ if [[ ! -f $out || ! -f $out.sha256 ]]; then
   cp "$work/src/LICENSE" "$work/src/NOTICE" "$stage/"
   "$stage/yace" --version >/dev/null 2>&1 || die "built yace does not run"
 
-  mkdir -p "$(dirname "$out")"
-  tar -C "$work" --sort=name --owner=0 --group=0 --mtime=@0 -c "$name" | gzip -n >"$out.tmp"
-  mv "$out.tmp" "$out"
-  (cd "$(dirname "$out")" && sha256sum "$(basename "$out")" >"$(basename "$out").sha256")
-  log "built $out"
+  pack_release "$work" "$name" "$out"
 fi
 
-# The same yace as the hosts run, for the live tests on the controller.
-if [[ ! -x $bin/yace-$YACE_VERSION ]]; then
-  mkdir -p "$bin"
-  tar -xzf "$out" -O "$name/yace" >"$bin/yace-$YACE_VERSION.tmp"
-  chmod 0755 "$bin/yace-$YACE_VERSION.tmp"
-  mv "$bin/yace-$YACE_VERSION.tmp" "$bin/yace-$YACE_VERSION"
-fi
-ln -sfn "yace-$YACE_VERSION" "$bin/yace"
+# The same yace as the hosts run, for the tests on the controller.
+controller_binary "$out" "$name/yace" yace "$YACE_VERSION"

@@ -8,6 +8,8 @@ source "$(dirname "$0")/lib.sh"
 "$REPO_ROOT/scripts/build-prometheus.sh"
 # YACE for the cost system; also puts yace on the controller ($INFRA_OBS_CACHE/bin) for its tests.
 "$REPO_ROOT/scripts/build-yace.sh"
+# Thanos for the global view; also puts thanos on the controller ($INFRA_OBS_CACHE/bin) for its tests.
+"$REPO_ROOT/scripts/build-thanos.sh"
 "$REPO_ROOT/scripts/fetch-grafana-schema.sh" >/dev/null
 "$REPO_ROOT/scripts/build-wheelhouse.sh" probe
 "$REPO_ROOT/scripts/build-wheelhouse.sh" cost
@@ -19,27 +21,18 @@ libs=$("$REPO_ROOT/scripts/fetch-kafka.sh")
 kafka_archive="$INFRA_OBS_CACHE/artifacts/kafka/kafka-libs-$(lab_var kafka_version).tar.gz"
 manifest_sum=$(sha256sum <"$REPO_ROOT/scripts/kafka-jars.sha256" | cut -d' ' -f1)
 if [[ ! -f $kafka_archive.sha256 || "$(cat "$INFRA_OBS_CACHE/kafka/.libs-archive" 2>/dev/null)" != "$manifest_sum" ]]; then
-  mkdir -p "$(dirname "$kafka_archive")"
-  tar -C "$(dirname "$libs")" --sort=name --owner=0 --group=0 --mtime=@0 -c libs | gzip -n >"$kafka_archive.tmp"
-  mv "$kafka_archive.tmp" "$kafka_archive"
-  (cd "$(dirname "$kafka_archive")" && sha256sum "$(basename "$kafka_archive")" >"$(basename "$kafka_archive").sha256")
+  pack_release "$(dirname "$libs")" libs "$kafka_archive"
   echo "$manifest_sum" >"$INFRA_OBS_CACHE/kafka/.libs-archive"
 fi
 
 # The same promtool as the servers run, for `promtool check` and `promtool test rules` on the controller.
 version=$(lab_var prometheus_version)
-bin="$INFRA_OBS_CACHE/bin"
-if [[ ! -x $bin/promtool-$version ]]; then
-  mkdir -p "$bin"
-  tar -xzf "$INFRA_OBS_CACHE/artifacts/prometheus/prometheus-$version.linux-amd64.tar.gz" -O \
-    "prometheus-$version.linux-amd64/promtool" >"$bin/promtool-$version.tmp"
-  chmod 0755 "$bin/promtool-$version.tmp"
-  mv "$bin/promtool-$version.tmp" "$bin/promtool-$version"
-fi
-ln -sfn "promtool-$version" "$bin/promtool"
+controller_binary "$INFRA_OBS_CACHE/artifacts/prometheus/prometheus-$version.linux-amd64.tar.gz" \
+  "prometheus-$version.linux-amd64/promtool" promtool "$version"
 
 # The lab's consul on the controller, so tests can run `consul validate` on what the role renders.
 consul_deb="$INFRA_OBS_CACHE/artifacts/debian/consul_$(lab_var consul_deb_version)_amd64.deb"
+bin="$INFRA_OBS_CACHE/bin"
 if [[ ! -x $bin/consul-$(lab_var consul_version) ]]; then
   dpkg-deb --fsys-tarfile "$consul_deb" | tar -x -O ./usr/bin/consul >"$bin/consul.tmp"
   chmod 0755 "$bin/consul.tmp"

@@ -17,3 +17,43 @@ lab_var() {
   [[ -n $value ]] || die "no $1 in inventories/lab/group_vars/all/versions.yml"
   printf '%s' "$value"
 }
+
+# pack_release DIR NAME OUT: DIR/NAME packed into the tarball OUT reproducibly (sorted, owner 0, time 0, gzip without
+# a name or time), with OUT.sha256 beside it, as the artefact store serves every release.
+pack_release() {
+  local dir=$1 name=$2 out=$3
+  mkdir -p "$(dirname "$out")"
+  tar -C "$dir" --sort=name --owner=0 --group=0 --mtime=@0 -c "$name" | gzip -n >"$out.tmp"
+  mv "$out.tmp" "$out"
+  (cd "$(dirname "$out")" && sha256sum "$(basename "$out")" >"$(basename "$out").sha256")
+  log "built $out"
+}
+
+# controller_binary TARBALL MEMBER NAME VERSION: the tarball's MEMBER as $INFRA_OBS_CACHE/bin/NAME-VERSION, linked as
+# NAME: the same binary the hosts run, for the tests on the controller.
+controller_binary() {
+  local tarball=$1 member=$2 name=$3 version=$4 bin="$INFRA_OBS_CACHE/bin"
+  if [[ ! -x $bin/$name-$version ]]; then
+    mkdir -p "$bin"
+    tar -xzf "$tarball" -O "$member" >"$bin/$name-$version.tmp"
+    chmod 0755 "$bin/$name-$version.tmp"
+    mv "$bin/$name-$version.tmp" "$bin/$name-$version"
+  fi
+  ln -sfn "$name-$version" "$bin/$name"
+}
+
+# go_env: the Go settings of every build from the module proxy (module and build caches under the fixed cache).
+go_env() {
+  export GOMODCACHE="$INFRA_OBS_CACHE/go/mod" GOCACHE="$INFRA_OBS_CACHE/go/build" GOFLAGS=-mod=mod GOWORK=off CGO_ENABLED=0
+}
+
+# module_source MODULE@VERSION DEST: that one version from the Go module proxy, copied writable to DEST (the module
+# cache is read-only). Builds run inside it: `go install module@version` reads the module's version list, which the
+# proxy refuses for some modules, and refuses modules with replace directives.
+module_source() {
+  local module=$1 dest=$2 src
+  src=$(cd /tmp && go mod download -json "$module" | jq -r .Dir)
+  [[ -d $src ]] || die "go mod download $module gave no source directory"
+  cp -R "$src" "$dest"
+  chmod -R u+w "$dest"
+}

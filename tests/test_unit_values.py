@@ -37,6 +37,13 @@ ROLE_VARS = {
         "cost_collector_region": "eu-central-1",
         "cost_collector_az": "eu-central-1a",
     },
+    "thanos": {
+        "thanos_archive_url": "http://mirror.invalid/thanos.tar.gz",
+        "thanos_components": ["sidecar", "store", "compact", "query"],
+        "thanos_objstore_bucket": "infra-obs-metrics",
+        "thanos_objstore_endpoint": "oss.example.com",
+        "thanos_query_endpoints": ["127.0.0.1:10901"],
+    },
 }
 HOSTILE = {
     "directive": "/var/lib/consul\nExecStartPre=+/bin/sh -c 'id > /tmp/pwned'",
@@ -63,6 +70,9 @@ CASES = [
     ("quality_checker", "quality_checker_config_dir", "specifier"),
     ("cost_collector", "cost_collector_state_dir", "directive"),
     ("cost_collector", "cost_collector_user", "quote"),
+    ("thanos", "thanos_sidecar_tsdb_path", "directive"),
+    ("thanos", "thanos_data_dir", "dot segment"),
+    ("thanos", "thanos_sidecar_user", "quote"),
 ]
 
 
@@ -82,6 +92,7 @@ OTHER_CASES = {
     "cost-calendar": ("cost_collector", {"cost_collector_on_calendar": "daily\nExecStartPre=/bin/sh"}),
     "cost-calendar-specifier": ("cost_collector", {"cost_collector_on_calendar": "*-*-* %H:00"}),
     "cost-no-password": ("cost_collector", {"cost_collector_database_driver": "mysql"}),
+    "thanos-secret": ("thanos", {"thanos_objstore_access_key": "lab", "thanos_objstore_secret_key": "s3cret\nX=1"}),
 }
 
 
@@ -149,6 +160,7 @@ def test_a_hostile_consul_token_is_refused_without_being_shown(preflight):
     assert "probe_exporter_consul_token (not shown)" in failures["probe-token"]
     assert "quality_checker_consul_token (not shown)" in failures["quality-token"]
     assert "cost_collector_aws_* (not shown)" in failures["cost-aws-secret"]
+    assert "thanos_objstore_secret_key (not shown)" in failures["thanos-secret"]
     assert "LD_PRELOAD" not in output and "s3cret" not in output
 
 

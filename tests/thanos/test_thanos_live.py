@@ -1,0 +1,241 @@
+"""Thanos as the role runs it: the role's objstore file and units, rendered by Ansible from its defaults (after its
+preflight), run as they are (each unit's ExecStart) with the thanos scripts/build-thanos.sh built, against real
+Prometheus servers and the lab's S3 server (moto). Two regions: eu-central-1 with two replicas (a and b, which
+scrape the same targets) and us-east-1 with one; each holds a backfilled hour of history (older than its head, so
+a block its sidecar uploads). Query asks the three sidecars and the store gateway."""
+
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import time
+
+import boto3
+import pytest
+import requests
+import yaml
+from lab_servers import Started
+from labinfo import run_playbook, wait_for
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+ROLE = REPO / "roles" / "thanos"
+CACHE = pathlib.Path(os.environ.get("INFRA_OBS_CACHE", "/var/cache/infra-obs"))
+THANOS = CACHE / "bin" / "thanos"
+PROMTOOL = CACHE / "bin" / "promtool"
+BUCKET = "infra-obs-thanos"
+DEADLINE = 180
+REPLICAS = {"euc1-a": ("eu-central-1", "a"), "euc1-b": ("eu-central-1", "b"), "use1-a": ("us-east-1", "a")}
+HISTORY_HOURS = (5, 4)  # the backfilled hour: from 5 to 4 hours ago
+PLACEMENT = {"region": "eu-central-1", "az": "eu-central-1a",
+             "ansible_facts": {"default_ipv4": {"address": "192.0.2.10"}}}  # fmt: skip
+
+
+def waited(check, what: str):
+    """check's first truthy value within DEADLINE seconds, or a failure naming what was awaited."""
+    found = wait_for(check, DEADLINE, 1.0)
+    assert found, f"gave up waiting for {what}"
+    return found
+
+
+def render(directory: pathlib.Path, extra: dict):
+    """The role's preflight, then its objstore template and a unit per component, written into directory/out."""
+    out = directory / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    play = [{
+        "hosts": "all",
+        "gather_facts": False,
+        "vars": PLACEMENT,
+        "vars_files": [str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
+        "tasks": [
+            {"name": "Preflight", "ansible.builtin.include_tasks": str(ROLE / "tasks/preflight.yml")},
+            {"name": "Objstore", "no_log": True,
+             "ansible.builtin.template": {"src": str(ROLE / "templates/objstore.yml.j2"),
+                                          "dest": str(out / "objstore.yml")}},
+            {"name": "Units", "loop": "{{ thanos_components }}",
+             "ansible.builtin.template": {"src": str(ROLE / "templates/thanos.service.j2"),
+                                          "dest": str(out / "thanos-{{ item }}.service")}},
+        ],
+    }]  # fmt: skip
+    extra_file = directory / "extra.yml"
+    extra_file.write_text(yaml.safe_dump({"thanos_config_dir": str(out), "thanos_binary_dir": str(THANOS.parent),
+                                          "thanos_archive_url": "http://mirror.invalid/thanos.tar.gz",
+                                          **extra}))  # fmt: skip
+    return out, run_playbook(directory, yaml.safe_dump(play, sort_keys=False), "-e", f"@{extra_file}")
+
+
+def exec_start(unit: pathlib.Path) -> list[str]:
+    """The unit's ExecStart as an argument list (its continuation lines joined)."""
+    text = unit.read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    return shlex.split(line.removeprefix("ExecStart="))
+
+
+def bucket_client(endpoint: str):
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="lab",
+                        aws_secret_access_key="lab")  # fmt: skip
+
+
+def history(path: pathlib.Path, now: int) -> pathlib.Path:
+    start, end = (now - h * 3600 for h in HISTORY_HOURS)
+    lines = ["# TYPE lab_history gauge"] + [f'lab_history{{site="lab"}} 1 {t}' for t in range(start, end, 60)]
+    path.write_text("\n".join([*lines, "# EOF", ""]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def global_view(start_moto, start_prometheus, free_port, tmp_path_factory):
+    if not os.access(THANOS, os.X_OK):
+        pytest.fail(f"{THANOS} is missing: scripts/fetch-artifacts.sh builds it")
+    work = tmp_path_factory.mktemp("thanos")
+    s3 = start_moto()
+    bucket_client(s3.url).create_bucket(Bucket=BUCKET)
+    objstore = {"thanos_objstore_bucket": BUCKET, "thanos_objstore_endpoint": s3.url.removeprefix("http://"),
+                "thanos_objstore_insecure": True, "thanos_objstore_region": "us-east-1",
+                "thanos_objstore_access_key": "lab", "thanos_objstore_secret_key": "lab"}  # fmt: skip
+    now = int(time.time())
+    components = Started(work)
+    prometheus, sidecars = {}, {}
+    try:
+        for name, (region, replica) in REPLICAS.items():
+            data = work / f"prometheus-{name}"
+            run = subprocess.run([str(PROMTOOL), "tsdb", "create-blocks-from", "openmetrics",
+                                  str(history(work / f"{name}.om", now)), str(data)],
+                                 capture_output=True, text=True, check=False)  # fmt: skip
+            assert run.returncode == 0, run.stderr
+            config = {"global": {"scrape_interval": "15s", "external_labels": {"region": region, "replica": replica}}}
+            # As a sidecar needs it: blocks cut every 2 hours and never compacted locally.
+            prometheus[name] = start_prometheus(data, "--storage.tsdb.min-block-duration=2h",
+                                                "--storage.tsdb.max-block-duration=2h",
+                                                config=yaml.safe_dump(config))  # fmt: skip
+            http, grpc = free_port(), free_port()
+            out, run = render(work / f"render-{name}", {
+                **objstore, "thanos_components": ["sidecar"], "thanos_sidecar_tsdb_path": str(data),
+                "thanos_sidecar_prometheus_url": prometheus[name].url, "thanos_sidecar_http_port": http,
+                "thanos_sidecar_grpc_port": grpc})  # fmt: skip
+            assert run.rc == 0, run.output
+            sidecars[name] = (components.start(exec_start(out / "thanos-sidecar.service"), f"sidecar-{name}", http,
+                                               "/-/ready", f"the sidecar of {name}"), grpc)  # fmt: skip
+        ports = {name: free_port() for name in ("store_http", "store_grpc", "compact_http", "query_http", "query_grpc")}
+        out, run = render(work / "render-global", {
+            **objstore, "thanos_components": ["store", "compact", "query"], "thanos_data_dir": str(work / "data"),
+            **{f"thanos_{k}_port": v for k, v in ports.items()},
+            "thanos_query_endpoints": [f"127.0.0.1:{grpc}" for _, grpc in sidecars.values()]
+            + [f"127.0.0.1:{ports['store_grpc']}"]})  # fmt: skip
+        assert run.rc == 0, run.output
+        for component in ("store", "compact"):
+            (work / "data" / component).mkdir(parents=True)  # the role's configure.yml makes them
+        started = {
+            component: components.start(exec_start(out / f"thanos-{component}.service"), component,
+                                        ports[f"{component}_http"], "/-/ready", f"thanos {component}")
+            for component in ("store", "compact", "query")
+        }  # fmt: skip
+        yield {"s3": s3.url, "now": now, "prometheus": prometheus, "sidecars": sidecars, "out": out, **started}
+    finally:
+        components.stop()
+
+
+def query(view, promql: str, at: int, dedup: bool = True) -> list[dict]:
+    reply = requests.get(view["query"].url + "/api/v1/query", timeout=30,
+                         params={"query": promql, "time": at, "dedup": str(dedup).lower()}).json()  # fmt: skip
+    assert reply["status"] == "success", reply
+    return reply["data"]["result"]
+
+
+def in_history(view) -> int:
+    return view["now"] - 4 * 3600 - 1800  # inside the backfilled hour
+
+
+def uploaded(view) -> set[tuple[str, str]]:
+    """The (region, replica) of every block in the bucket, from the meta.json the sidecars wrote."""
+    s3 = bucket_client(view["s3"])
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) if o["Key"].endswith("meta.json")]
+    labels = [json.loads(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read())["thanos"]["labels"] for k in keys]
+    return {(m["region"], m["replica"]) for m in labels}
+
+
+def test_the_rendered_objstore_file_is_the_bucket_and_its_keys(global_view):
+    text = (global_view["out"] / "objstore.yml").read_text()
+    config = yaml.safe_load(text)
+    assert config["type"] == "S3" and config["config"]["bucket"] == BUCKET and config["config"]["insecure"] is True
+    assert (config["config"]["access_key"], config["config"]["secret_key"]) == ("lab", "lab")
+
+
+def test_each_sidecar_uploads_its_backfilled_block_with_its_external_labels(global_view):
+    assert waited(lambda: uploaded(global_view) == set(REPLICAS.values()), "the three sidecars' blocks")
+
+
+def test_query_deduplicates_the_replicas_and_answers_across_regions(global_view):
+    at = in_history(global_view)
+
+    def both_regions():
+        found = query(global_view, "lab_history", at)
+        return len(found) == 2 and found
+
+    found = waited(both_regions, "lab_history of both regions through query")
+    assert sorted(s["metric"]["region"] for s in found) == ["eu-central-1", "us-east-1"]
+    assert all("replica" not in s["metric"] for s in found)
+    # Without deduplication, eu-central-1's two replicas are two series.
+    replicas = sorted((s["metric"]["region"], s["metric"]["replica"]) for s in query(global_view, "lab_history", at,
+                                                                                       dedup=False))  # fmt: skip
+    assert replicas == sorted(REPLICAS.values())
+
+
+def metric_names(url: str) -> set[str]:
+    text = requests.get(url + "/metrics", timeout=30).text
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_the_components_expose_what_the_alerts_read(global_view):
+    """Every metric roles/thanos/files/rules/thanos.rules.yml reads, on the component its rule names."""
+    sidecar = metric_names(global_view["sidecars"]["euc1-a"][0].url)
+    assert {"thanos_shipper_upload_failures_total", "thanos_sidecar_prometheus_up",
+            "thanos_objstore_bucket_operation_failures_total"} <= sidecar  # fmt: skip
+    assert "thanos_compact_halted" in metric_names(global_view["compact"].url)
+    assert "thanos_objstore_bucket_operation_failures_total" in metric_names(global_view["store"].url)
+
+    def store_connected() -> bool:
+        text = requests.get(global_view["query"].url + "/metrics", timeout=30).text
+        return any(line.startswith("thanos_store_nodes_grpc_connections{") and 'store_type="store"' in line
+                   and line.endswith(" 1") for line in text.splitlines())  # fmt: skip
+
+    assert waited(store_connected, "query's connection to the store gateway")
+
+
+# Last: stops every Prometheus and sidecar.
+def test_with_every_prometheus_and_sidecar_stopped_the_store_gateway_answers_from_the_bucket(global_view):
+    assert waited(lambda: uploaded(global_view) == set(REPLICAS.values()), "the three sidecars' blocks")
+
+    def loaded() -> bool:
+        text = requests.get(global_view["store"].url + "/metrics", timeout=30).text
+        line = next((x for x in text.splitlines() if x.startswith("thanos_bucket_store_blocks_loaded ")), "")
+        return bool(line) and float(line.split()[1]) >= len(REPLICAS)
+
+    assert waited(loaded, "the store gateway's blocks")
+    for sidecar, _ in global_view["sidecars"].values():
+        sidecar.stop()
+    for server in global_view["prometheus"].values():
+        server.stop()
+    found = query(global_view, "lab_history", in_history(global_view))
+    assert sorted(s["metric"]["region"] for s in found) == ["eu-central-1", "us-east-1"], found
+
+
+@pytest.mark.parametrize(
+    ("extra", "variable"),
+    [
+        ({"thanos_components": ["sidecar", "ruler"]}, "thanos_components"),
+        ({"thanos_objstore_bucket": "metrics; rm -rf /"}, "thanos_objstore_bucket"),
+        ({"thanos_objstore_endpoint": "oss.example.com\n--objstore.config=x"}, "thanos_objstore_endpoint"),
+        ({"thanos_query_endpoints": ["prom:10901 --web.disable-cors"]}, "thanos_query_endpoints"),
+        ({"thanos_query_replica_labels": ['replica"}']}, "thanos_query_replica_labels"),
+        ({"thanos_compact_retention_raw": "30 days"}, "thanos_compact_retention_"),
+        ({"thanos_store_grpc_port": 10906}, "their ports"),  # the store's HTTP port too
+        ({"thanos_sidecar_prometheus_url": "file:///etc/shadow"}, "thanos_sidecar_prometheus_url"),
+    ],
+)
+def test_hostile_values_are_refused_by_the_preflight_naming_the_variable(tmp_path, extra, variable):
+    valid = {"thanos_components": ["sidecar", "store", "query"], "thanos_objstore_bucket": BUCKET,
+             "thanos_objstore_endpoint": "127.0.0.1:9000", "thanos_query_endpoints": ["127.0.0.1:10901"]}  # fmt: skip
+    _, run = render(tmp_path, {**valid, **extra})
+    assert run.rc != 0 and variable in run.output and "Check the Thanos settings" in run.output, run.output
+    assert not (tmp_path / "out" / "objstore.yml").exists()
