@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections import defaultdict
 
+import requests
 from labinfo import active_targets, container_ip, http_status, prometheus_query, wait_for
 
 INVENTORY = "inventories/lab/hosts.yml"
@@ -162,6 +163,34 @@ def cost_system(lab: dict, url: str) -> bool:
     return bool(found)
 
 
+def global_view(lab: dict) -> bool:
+    """Thanos query's address, and one cross-region question through it: the probe mesh's ICMP loss between the
+    regions, deduplicated over Prometheus replicas."""
+    hosts = lab.get("thanos_global", {}).get("hosts", [])
+    if not hosts:
+        return True
+    url = f"http://{lab['_meta']['hostvars'][hosts[0]]['lab_ipv4']}:10904"
+    by_regions = 'sum by (src_region, dst_region) (increase(infra_obs_probe_{}_total{{probe="icmp"}}[2m]))'
+    promql = f"1 - {by_regions.format('received')} / {by_regions.format('sent')}"
+
+    def answered():
+        try:
+            reply = requests.get(url + "/api/v1/query", params={"query": promql, "dedup": "true"}, timeout=10).json()
+        except (requests.RequestException, ValueError):
+            return []
+        return reply.get("data", {}).get("result", [])
+
+    found = wait_for(answered, 90) or []
+    print(f"\nGlobal view: Thanos query at {url} (PromQL API and UI; the sidecar uploads 2-hour blocks to the"
+          " lab's bucket, the store gateway serves them)")  # fmt: skip
+    print("ICMP loss over 2 min between regions, through Thanos (source region -> destination region):")
+    for series in sorted(found, key=lambda r: sorted(r["metric"].items())):
+        labels = series["metric"]
+        src, dst = labels.get("src_region", "?"), labels.get("dst_region", "?")
+        print(f"  {src:<15} -> {dst:<15} {float(series['value'][1]):.3f}")
+    return bool(found)
+
+
 def all_hosts(lab: dict, group: str) -> list[str]:
     """The hosts of an inventory group, its children's included."""
     entry = lab.get(group, {})
@@ -214,7 +243,10 @@ def main() -> int:
     cost_ok = cost_system(lab, url)
     if not cost_ok:
         print("\nPrometheus has no YACE series of the lab's AWS or no collector health after 180 s", file=sys.stderr)
-    return 0 if complete and mesh_ok and whitelist_ok and mm2_ok and quality_ok and cost_ok else 1
+    global_ok = global_view(lab)
+    if not global_ok:
+        print("\nThanos query has not answered the mesh's loss between regions after 90 s", file=sys.stderr)
+    return 0 if complete and mesh_ok and whitelist_ok and mm2_ok and quality_ok and cost_ok and global_ok else 1
 
 
 if __name__ == "__main__":

@@ -91,6 +91,8 @@ HISTORY_DAYS = 14
 HISTORY_LAG = timedelta(hours=1)  # the history ends this long before now: older than a Prometheus head started now
 LIVE_SAMPLES = 6  # the datapoints seed_moto puts: now - 25 min .. now
 KEY_TAG = "lab:key"
+# The bucket of the lab's Thanos (role thanos: inventories/lab/group_vars/all/thanos.yml).
+THANOS_BUCKET = "infra-obs-thanos"
 # promtool rounds this down to a compaction range (2h * 3^n): 162 h, so 14 days make 3 or 4 blocks (the file is read
 # once per block; the 2 h default would read it ~170 times).
 MAX_BLOCK_DURATION = "168h"
@@ -698,8 +700,9 @@ def _put_live(endpoint: str, region: str, ids: Mapping[str, str], now: datetime,
 
 
 def seed_moto(endpoint: str, now: datetime, seed: int = SEED) -> dict[str, str]:
-    """Make the account hold our resources (those it holds already, found by the lab:key tag, are kept) and the
-    live datapoints (live_window) it does not hold yet; a second run changes nothing. Returns our key -> the id
+    """Make the account hold our resources (those it holds already, found by the lab:key tag, are kept), the
+    live datapoints (live_window) it does not hold yet, and the global view's bucket (THANOS_BUCKET, which the
+    Thanos sidecars upload to: the lab's OSS); a second run changes nothing. Returns our key -> the id
     the account has for it (EC2: moto's, RDS: ours)."""
     ids = find_ids(endpoint)
     images: dict[str, str] = {}
@@ -709,8 +712,12 @@ def seed_moto(endpoint: str, now: datetime, seed: int = SEED) -> dict[str, str]:
             ids[resource.key] = _create(resource, endpoint, images)
             created += 1
     put = sum(_put_live(endpoint, region, ids, now, seed) for region in REGIONS.values())
+    s3 = _client("s3", "us-east-1", endpoint)
+    if THANOS_BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=THANOS_BUCKET)
     print(
-        f"lab_aws: {created} instances created, {len(ids) - created} there already; {put} datapoints put",
+        f"lab_aws: {created} instances created, {len(ids) - created} there already; {put} datapoints put;"
+        f" bucket {THANOS_BUCKET}",
         file=sys.stderr,
     )
     return {r.key: ids[r.key] for r in resources(seed)}
