@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import jinja2
 
 from .findings import NETWORK, NETWORK_PARTS, Policy, total_saving
-from .model import Record
+from .model import TEAM, Record
 from .store import FINDING_KEY, FINDING_VALUES
 
-# What the directory holds: the index, and a page and a CSV per team (a team name is a file name: see model.TEAM).
-REPORT_FILE = re.compile(r"index\.html|[a-z0-9][a-z0-9_.-]{0,62}\.(html|csv)")
+# What the directory holds: the index, and a page and a CSV per team (a team name, model.TEAM, is a file name).
+REPORT_FILE = re.compile(rf"index\.html|(?:{TEAM.pattern})\.(?:html|csv)")
 CSV_COLUMNS = (*FINDING_KEY, *FINDING_VALUES, "currency")
 # The charts: (service, metric, statistic, title, unit); network is in and out together, in MB a day.
 CHARTS = (
