@@ -91,6 +91,8 @@ def test_the_cloudwatch_source_names_its_regions(write):
         ({"findings": {"enabled": False}, "reports": {"enabled": True}}, "reports.enabled", "needs findings.enabled"),
         ({"reports": {"directory": "/var/lib/infra-obs-cost/../../etc"}}, "reports.directory", "no . or .. parts"),
         ({"reports": {"directory": "/srv/reports dir"}}, "reports.directory", "absolute path"),
+        ({"reports": {"directory": "/srv/reports\nx"}}, "reports.directory", "absolute path"),
+        ({"reports": {"directory": "/" + "r" * 300}}, "reports.directory", "absolute path"),
         ({"reports": {"publish": "s3"}}, "reports.publish", "unknown key"),
         ({"surprise": 1}, "surprise", "unknown key"),
         ([1, 2], "(top level)", "must be a mapping"),

@@ -231,6 +231,9 @@ def test_with_every_prometheus_and_sidecar_stopped_the_store_gateway_answers_fro
         ({"thanos_compact_retention_raw": "30 days"}, "thanos_compact_retention_"),
         ({"thanos_store_grpc_port": 10906}, "their ports"),  # the store's HTTP port too
         ({"thanos_sidecar_prometheus_url": "file:///etc/shadow"}, "thanos_sidecar_prometheus_url"),
+        ({"thanos_objstore_bucket": "b" * 64}, "thanos_objstore_bucket"),  # one over S3's 63
+        ({"thanos_objstore_endpoint": "\uff11\uff12\uff17.0.0.1:9000"}, "thanos_objstore_endpoint"),  # look-alikes
+        ({"thanos_objstore_region": "us-east-1\nx"}, "thanos_objstore_region"),
     ],
 )
 def test_hostile_values_are_refused_by_the_preflight_naming_the_variable(tmp_path, extra, variable):
