@@ -88,6 +88,39 @@ def test_consul_agent_config_joins_servers_and_passes_consul_validate(playbook, 
     assert config["leave_on_terminate"] is True
 
 
+# Two datacenters, as the example inventory models them: a group of servers per region under consul_servers.
+TWO_DATACENTERS = """[consul_servers_euc1]
+euc1-1 ansible_connection=local ansible_host=192.0.2.10
+[consul_servers_use1]
+use1-1 ansible_host=198.51.100.11
+use1-2 ansible_host=198.51.100.12
+[consul_servers:children]
+consul_servers_euc1
+consul_servers_use1
+"""
+
+
+def test_consul_server_joins_its_own_datacenters_servers_and_the_others_over_the_wan(playbook, tmp_path):
+    dest, run = consul_config(
+        playbook, tmp_path, "consul_mode=server", "consul_servers_group=consul_servers_euc1", inventory=TWO_DATACENTERS
+    )
+    assert run.rc == 0, run.output
+    config = json.loads(dest.read_text())
+    assert config["retry_join"] == ["192.0.2.10"] and config["bootstrap_expect"] == 1
+    assert config["retry_join_wan"] == ["198.51.100.11", "198.51.100.12"]
+
+
+def test_a_single_datacenter_and_agents_join_nothing_over_the_wan(playbook, tmp_path):
+    dest, run = consul_config(playbook, tmp_path, "consul_mode=server")
+    assert run.rc == 0, run.output
+    assert "retry_join_wan" not in json.loads(dest.read_text())
+    (tmp_path / "agent").mkdir()
+    agent, run = consul_config(playbook, tmp_path / "agent", "consul_servers_group=consul_servers_euc1",
+                               inventory=TWO_DATACENTERS)  # fmt: skip
+    assert run.rc == 0, run.output
+    assert "retry_join_wan" not in json.loads(agent.read_text())
+
+
 def test_consul_config_for_current_releases_uses_ui_config(playbook, tmp_path):
     # Rendered for 1.21, the config is refused by the lab's 1.8.7 (which lacks ui_config) and nothing is written:
     # proof both that the version switch works and that `validate:` guards the live file.
@@ -149,8 +182,10 @@ def test_prometheus_config_passes_promtool_and_maps_consul_meta(playbook, rules_
     dest, run = prometheus_config(playbook, rules_dir)
     assert run.rc == 0, run.output
     config = yaml.safe_load(dest.read_text())
-    # The host's az would replace every target's az in Thanos (external labels win there): the region alone.
-    assert config["global"]["external_labels"] == {"region": "eu-central-1"}
+    # The host's az would replace every target's az in Thanos (external labels win there): the region and the
+    # replica (the host), which alerts leave behind.
+    assert config["global"]["external_labels"] == {"region": "eu-central-1", "replica": "mon"}
+    assert config["alerting"] == {"alert_relabel_configs": [{"action": "labeldrop", "regex": "replica"}]}
     assert config["rule_files"] == [f"{rules_dir}/rules/*.yml"]
     (job,) = config["scrape_configs"]
     assert job["consul_sd_configs"] == [{"server": "127.0.0.1:8500", "scheme": "http", "tags": ["metrics"]}]

@@ -219,14 +219,16 @@ class Exporter:
 class ConsulAgent:
     """A real Consul dev agent on free ports, data in a temporary directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, datacenter: str = "dc1") -> None:
         self.dir = tempfile.mkdtemp(prefix="iop-consul-")
         ports = [free_port() for _ in range(6)]
         self.http_port = ports[0]
+        self.wan_address = f"127.0.0.1:{ports[4]}"
         self.url = f"http://127.0.0.1:{self.http_port}"
         self._log = open(pathlib.Path(self.dir) / "consul.log", "w")  # noqa: SIM115 - process lifetime
         # consul 1.8 picks the first private IPv4 as the node address unless told otherwise
         cmd = [CONSUL, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-data-dir", self.dir]
+        cmd += ["-datacenter", datacenter]
         cmd += ["-http-port", str(ports[0]), "-dns-port", str(ports[1]), "-grpc-port", str(ports[2])]
         cmd += ["-serf-lan-port", str(ports[3]), "-serf-wan-port", str(ports[4]), "-server-port", str(ports[5])]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
@@ -253,6 +255,10 @@ class ConsulAgent:
         if address6:
             body["TaggedAddresses"] = {"lan_ipv6": {"Address": address6, "Port": port}}
         self.api("PUT", "/v1/agent/service/register", body)
+
+    def join_wan(self, other: ConsulAgent) -> None:
+        """Federate with another datacenter's server, as retry_join_wan does."""
+        self.api("PUT", f"/v1/agent/join/{other.wan_address}?wan=1")
 
     def deregister(self, service_id: str) -> None:
         self.api("PUT", f"/v1/agent/service/deregister/{service_id}")

@@ -235,6 +235,7 @@ def test_hostile_text_in_a_list_of_names_or_an_address_is_refused(kind, value):
     for field, key in (
         (["targets", "consul", "regions"], "targets.consul.regions"),
         (["targets", "consul", "azs"], "targets.consul.azs"),
+        (["targets", "consul", "datacenters"], "targets.consul.datacenters"),
         (["register", "tags"], "register.tags"),
     ):
         with pytest.raises(ConfigError) as refused:

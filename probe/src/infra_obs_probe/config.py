@@ -136,6 +136,8 @@ class ConsulTargets:
     regions: tuple[str, ...] = ()
     azs: tuple[str, ...] = ()
     refresh: float = 15.0
+    # Consul datacenters to read peers from; empty: every datacenter the agent knows (one per region, WAN-joined).
+    datacenters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -397,6 +399,7 @@ def _targets(targets: _Map) -> tuple[tuple[StaticTarget, ...], ConsulTargets]:
         m.labels("regions", ()),
         m.labels("azs", ()),
         m.number("refresh", 15.0, 0.1, 86400),
+        m.labels("datacenters", ()),
     )
     m.done()
     targets.done()

@@ -54,6 +54,21 @@ def _ip(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def catalog_nodes(cfg: Config) -> list[dict]:
+    """The probe service's catalog entries in every datacenter asked for (all the agent knows by default). One
+    datacenter out of reach fails the whole refresh, so the last peers stay probed through a WAN outage."""
+    consul_client = client(cfg.consul.url)
+    datacenters = cfg.consul.datacenters or consul_client.catalog.datacenters()
+    nodes = []
+    for datacenter in datacenters:
+        if not (isinstance(datacenter, str) and NAME.fullmatch(datacenter)):
+            log.warning("Consul datacenter %.100r has a name we do not use; skipped", datacenter)
+            continue
+        _index, found = consul_client.catalog.service(cfg.consul.service, dc=datacenter)
+        nodes += found
+    return nodes
+
+
 def peers_from_catalog(nodes: list[dict], cfg: Config) -> list[Peer]:
     """Every other instance of the probe service, filtered by region/AZ, with its IPv4 and IPv6 addresses."""
     peers: dict[str, Peer] = {}
@@ -211,7 +226,7 @@ class Discovery:
                 self._had_consul_targets = False
             return
         try:
-            _index, nodes = client(cfg.consul.url).catalog.service(cfg.consul.service)
+            nodes = catalog_nodes(cfg)
         except Exception as e:
             self.status.discovery_success = 0
             self.status.discovery_failures += 1
