@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION := collections/ansible_collections/infra/obs
 MOLECULE_SCENARIOS := whitelist probe mm2
 
-.PHONY: setup venv collection demo test check lint unit molecule bench-whitelist bench-probe bench-mm2 bench-deploy bench-cost store-up store-down \
+.PHONY: setup venv collection demo test check lint unit molecule bench-whitelist bench-probe bench-mm2 bench-deploy bench-cost bench-global store-up store-down \
 	lab-up lab-down clean package publish releases is-production plan deploy verify record rollback release
 
 setup: venv
@@ -127,6 +127,11 @@ bench-deploy: setup store-up
 # bench/cost runs a real MariaDB (Debian's mariadb-server, on loopback) and moto.
 bench-cost: setup
 	python bench/cost/run.py
+
+# bench/global asks the lab's Thanos query, Prometheus servers and bucket (`make demo` first): it backfills 14 days of
+# the probe mesh into the bucket once.
+bench-global: setup
+	python bench/global/run.py
 
 # bench/mm2 runs real KRaft clusters and MirrorMaker 2 on loopback from the jars of scripts/fetch-kafka.sh.
 bench-mm2: setup

@@ -68,9 +68,14 @@ def for_schema(dashboard: dict) -> dict:
     return {**dashboard, "annotations": {**dashboard.get("annotations", {}), "list": rest}}
 
 
+def query_targets(dashboard: dict) -> list[tuple[str, dict]]:
+    """(panel title, target) of every query target."""
+    return [(p["title"], t) for p in panels(dashboard) for t in p.get("targets", []) if "expr" in t]
+
+
 def queries(dashboard: dict) -> list[tuple[str, str]]:
     """(panel title, PromQL expression) of every query target."""
-    return [(p["title"], t["expr"]) for p in panels(dashboard) for t in p.get("targets", []) if "expr" in t]
+    return [(title, target["expr"]) for title, target in query_targets(dashboard)]
 
 
 def variable_queries(dashboard: dict) -> list[tuple[str, str, str]]:
@@ -96,14 +101,19 @@ def instantiate(expr: str, values: dict[str, str]) -> str:
     return VARIABLE.sub(value, expr)
 
 
+def label_values_request(selector: str, label: str, values: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The API path and parameters of `label_values(selector, label)` as Grafana asks Prometheus for it."""
+    return f"/api/v1/label/{label}/values", {"match[]": instantiate(selector, values)} if selector else {}
+
+
 def queries_without_data(prometheus_url: str, path: pathlib.Path, values: dict[str, str]) -> list[tuple[str, str]]:
     """(panel title or variable name, query) of each panel query and template variable that finds nothing in the
     Prometheus at prometheus_url."""
     dashboard = json.loads(path.read_text())
     empty = []
     for name, selector, label in variable_queries(dashboard):
-        params = {"match[]": instantiate(selector, values)} if selector else {}
-        response = requests.get(f"{prometheus_url}/api/v1/label/{label}/values", params=params, timeout=10)
+        api_path, params = label_values_request(selector, label, values)
+        response = requests.get(prometheus_url + api_path, params=params, timeout=10)
         response.raise_for_status()
         if not response.json()["data"]:
             empty.append((name, f"label_values({selector}, {label})"))
@@ -112,3 +122,9 @@ def queries_without_data(prometheus_url: str, path: pathlib.Path, values: dict[s
         if not prometheus_query(prometheus_url, query):
             empty.append((title, query))
     return empty
+
+
+def queries_without_data_at(urls: list[str], path: pathlib.Path, values: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(url, panel title or variable name, query) of each query that finds nothing at one of urls: a Prometheus and
+    Thanos query over it must both answer every one."""
+    return [(url, *empty) for url in urls for empty in queries_without_data(url, path, values)]
