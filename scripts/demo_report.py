@@ -1,13 +1,14 @@
-"""Prints where to look after `make demo`: Prometheus's address and its targets by region and AZ, the probe mesh, one
-allowed and one denied request through the lab's whitelist proxy, the MirrorMaker 2 flow as Prometheus sees it, and
-the service-quality checkers' results, and the cost system (YACE reading the lab's AWS, the collector's health)."""
+"""Prints where to look after `make demo`: each region's Prometheus with its targets by region and AZ, then through
+Thanos query (the global view): the probe mesh, the MirrorMaker 2 flow, the service-quality checkers' results and
+the cost system (YACE reading the lab's AWS, the collector's health), the mesh's loss between the regions and every
+dashboard's queries; and one allowed and one denied request through the lab's whitelist proxy."""
 
 import json
 import subprocess
 import sys
-from collections import defaultdict
 
 import requests
+from dashboards import dashboards, queries, queries_without_data, variable_queries
 from labinfo import active_targets, container_ip, http_status, prometheus_query, wait_for
 
 INVENTORY = "inventories/lab/hosts.yml"
@@ -68,7 +69,7 @@ def probe_mesh(lab: dict, url: str) -> bool:
         return len(pairs) >= expected and pairs
 
     pairs = wait_for(measured, 90) or []
-    print(f"\nProbe mesh: {len(pairs)} of {expected} source -> destination pairs measured in Prometheus")
+    print(f"\nProbe mesh: {len(pairs)} of {expected} source -> destination pairs measured, through {url}")
     loss = prometheus_query(
         url,
         '1 - sum by (src_az, dst_az) (increase(infra_obs_probe_received_total{probe="icmp"}[2m]))'
@@ -197,9 +198,10 @@ def all_hosts(lab: dict, group: str) -> list[str]:
     return entry.get("hosts", []) + [h for child in entry.get("children", []) for h in all_hosts(lab, child)]
 
 
-def main() -> int:
-    lab = inventory()
-    container = lab["_meta"]["hostvars"][lab["prometheus"]["hosts"][0]]["ansible_host"]
+def regional_prometheus(lab: dict, host: str) -> bool:
+    """A region's Prometheus: its address and every instance registered in its region's Consul datacenter
+    discovered and up, by region and AZ."""
+    container = lab["_meta"]["hostvars"][host]["ansible_host"]
     url = f"http://{container_ip(container)}:9090"
     expected = registered_instances(container)
 
@@ -208,23 +210,57 @@ def main() -> int:
         return len(targets) == expected and all(t["health"] == "up" for t in targets) and targets
 
     targets = wait_for(all_discovered_and_up, 90) or active_targets(url)
-    by_place = defaultdict(list)
-    for target in targets:
-        labels = target["labels"]
-        by_place[(labels.get("region", "?"), labels.get("az", "?"))].append(target)
-    print(f"\nPrometheus: {url}  (API: {url}/api/v1/targets)")
-    print(f"{len(targets)} targets discovered through Consul ({expected} instances registered with the tag metrics):\n")
+    region = lab["_meta"]["hostvars"][host]["region"]
+    print(f"\nPrometheus of {region} on {host}: {url}  (API: {url}/api/v1/targets)")
+    print(f"{len(targets)} targets discovered through Consul ({expected} instances registered with the tag metrics"
+          f" in its datacenter):\n")  # fmt: skip
     print(f"{'REGION':<15} {'AZ':<15} {'JOB':<26} {'NODE':<15} {'INSTANCE':<20} HEALTH")
-    for (region, az), group in sorted(by_place.items()):
-        for target in sorted(group, key=lambda t: (t["labels"]["job"], t["labels"].get("node", ""))):
-            labels = target["labels"]
-            print(
-                f"{region:<15} {az:<15} {labels['job']:<26} {labels.get('node', ''):<15} "
-                f"{labels['instance']:<20} {target['health']}"
-            )
+    for target in sorted(targets, key=lambda t: [t["labels"].get(k, "") for k in ("region", "az", "job", "node")]):
+        labels = target["labels"]
+        print(
+            f"{labels.get('region', '?'):<15} {labels.get('az', '?'):<15} {labels['job']:<26} "
+            f"{labels.get('node', ''):<15} {labels['instance']:<20} {target['health']}"
+        )
     complete = len(targets) == expected and all(t["health"] == "up" for t in targets)
     if not complete:
-        print("\nnot every registered instance is discovered and up after 90 s; see above", file=sys.stderr)
+        print(f"\nnot every instance registered in {region} is up in its Prometheus after 90 s", file=sys.stderr)
+    return complete
+
+
+def dashboards_through(url: str, regional: list[str]) -> bool:
+    """Every panel query and variable of every dashboard we ship, as Grafana sends it, through url: each one a
+    regional Prometheus answers must be answered there too. Those no Prometheus answers yet are listed (the lab's
+    MM2 flow carries no records until someone produces, the cost collector's findings come with its daily run)."""
+    print(f"\nDashboards (roles/*/files/dashboards/) through {url}, against the regional Prometheus servers:")
+    ok = True
+    for path in dashboards():
+        total = len(queries(json.loads(path.read_text()))) + len(variable_queries(json.loads(path.read_text())))
+
+        def missing():
+            direct = set.intersection(*(set(queries_without_data(server, path, {})) for server in regional))  # noqa: B023
+            return direct, set(queries_without_data(url, path, {})) - direct  # noqa: B023
+
+        wait_for(lambda: not missing()[1], 180)
+        nowhere, only_direct = missing()
+        print(f"  {path.name:<24} {total - len(nowhere) - len(only_direct)} of {total} queries answered"
+              + (f", {len(nowhere)} with no data in any Prometheus yet" if nowhere else "")
+              + "".join(f"\n    answered by Prometheus, not through Thanos: {name}: {query}"
+                        for name, query in sorted(only_direct)))  # fmt: skip
+        ok = ok and not only_direct
+    return ok
+
+
+def main() -> int:
+    lab = inventory()
+    complete = all([regional_prometheus(lab, host) for host in lab["prometheus"]["hosts"]])
+    regional = [f"http://{lab['_meta']['hostvars'][host]['lab_ipv4']}:9090" for host in lab["prometheus"]["hosts"]]
+    # Cross-region questions go to Thanos query (the regions' Prometheus servers, deduplicated), else to the one
+    # Prometheus.
+    global_hosts = lab.get("thanos_global", {}).get("hosts", [])
+    if global_hosts:
+        url = f"http://{lab['_meta']['hostvars'][global_hosts[0]]['lab_ipv4']}:10904"
+    else:
+        url = f"http://{container_ip(lab['_meta']['hostvars'][lab['prometheus']['hosts'][0]]['ansible_host'])}:9090"
     mesh_ok = probe_mesh(lab, url)
     if not mesh_ok:
         print("\nnot every pair of probe nodes is measured after 90 s; see above", file=sys.stderr)
@@ -246,7 +282,11 @@ def main() -> int:
     global_ok = global_view(lab)
     if not global_ok:
         print("\nThanos query has not answered the mesh's loss between regions after 90 s", file=sys.stderr)
-    return 0 if complete and mesh_ok and whitelist_ok and mm2_ok and quality_ok and cost_ok and global_ok else 1
+    dashboards_ok = dashboards_through(url, regional)
+    if not dashboards_ok:
+        print("\na dashboard query answered by Prometheus is not answered through Thanos after 180 s", file=sys.stderr)
+    checks = (complete, mesh_ok, whitelist_ok, mm2_ok, quality_ok, cost_ok, global_ok, dashboards_ok)
+    return 0 if all(checks) else 1
 
 
 if __name__ == "__main__":

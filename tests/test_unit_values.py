@@ -88,6 +88,7 @@ OTHER_CASES = {
     "quality-token": ("quality_checker", {"quality_checker_consul_token": "0f9d\nLD_PRELOAD=/tmp/e.so"}),
     "quality-no-checks": ("quality_checker", {"quality_checker_checks_dir": "/nonexistent/checks"}),
     "prometheus-meta": ("prometheus", {"prometheus_consul_meta_labels": ["region", "__address__"]}),
+    "prometheus-replica": ("prometheus", {"prometheus_replica_label": ".*"}),
     "cost-aws-secret": ("cost_collector", {"cost_collector_aws_secret_access_key": "s3cret\nLD_PRELOAD=/tmp/e.so"}),
     "cost-calendar": ("cost_collector", {"cost_collector_on_calendar": "daily\nExecStartPre=/bin/sh"}),
     "cost-calendar-specifier": ("cost_collector", {"cost_collector_on_calendar": "*-*-* %H:00"}),
@@ -186,6 +187,10 @@ def test_the_probes_consul_service_name_cannot_walk_the_agent_api(preflight):
 
 def test_a_meta_key_cannot_become_an_internal_label(preflight):
     assert 'prometheus_consul_meta_labels has ["__address__"]' in preflight[0]["prometheus-meta"]
+
+
+def test_the_replica_label_cannot_drop_every_label_from_alerts(preflight):
+    assert 'prometheus_replica_label=".*" must be a label name' in preflight[0]["prometheus-replica"]
 
 
 @pytest.mark.parametrize(

@@ -234,6 +234,7 @@ def test_with_every_prometheus_and_sidecar_stopped_the_store_gateway_answers_fro
         ({"thanos_objstore_bucket": "b" * 64}, "thanos_objstore_bucket"),  # one over S3's 63
         ({"thanos_objstore_endpoint": "\uff11\uff12\uff17.0.0.1:9000"}, "thanos_objstore_endpoint"),  # look-alikes
         ({"thanos_objstore_region": "us-east-1\nx"}, "thanos_objstore_region"),
+        ({"thanos_objstore_bucket": ""}, "empty only without store and compact"),  # a store gateway needs one
     ],
 )
 def test_hostile_values_are_refused_by_the_preflight_naming_the_variable(tmp_path, extra, variable):
@@ -242,3 +243,12 @@ def test_hostile_values_are_refused_by_the_preflight_naming_the_variable(tmp_pat
     _, run = render(tmp_path, {**valid, **extra})
     assert run.rc != 0 and variable in run.output and "Check the Thanos settings" in run.output, run.output
     assert not (tmp_path / "out" / "objstore.yml").exists()
+
+
+def test_without_a_bucket_the_sidecar_is_not_given_one(tmp_path):
+    out, run = render(
+        tmp_path, {"thanos_components": ["sidecar", "query"], "thanos_query_endpoints": ["127.0.0.1:10901"]}
+    )
+    assert run.rc == 0, run.output
+    assert not [arg for arg in exec_start(out / "thanos-sidecar.service") if arg.startswith("--objstore")]
+    assert "--tsdb.path=/var/lib/prometheus" in exec_start(out / "thanos-sidecar.service")

@@ -19,7 +19,7 @@ from kafka.errors import KafkaError
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 sys.path[:0] = [str(PROJECT), str(PROJECT / "scripts"), str(PROJECT / "collections")]
 
-from dashboards import queries_without_data  # noqa: E402
+from dashboards import queries_without_data_at  # noqa: E402
 from labinfo import active_targets, container_ip, molecule_playbook, prometheus_query, wait_for  # noqa: E402
 
 from tests.kafka_mm2.test_mm2_rollback import (  # noqa: E402
@@ -49,6 +49,7 @@ def lab():
         primary=SimpleNamespace(bootstrap=f"{address}:19092"),
         standby=SimpleNamespace(bootstrap=f"{address}:29092"),
         prometheus=f"http://{address}:9090",
+        thanos=f"http://{address}:10904",
     )
 
 
@@ -201,14 +202,14 @@ def test_a_bad_team_file_is_refused_before_mm2_is_touched(lab, tmp_path):
     assert up, "MM2 keeps running with its last good config"
 
 
-def test_every_dashboard_query_finds_data(lab, all_produced):
+def test_every_dashboard_query_finds_data_in_prometheus_and_through_thanos_query(lab, all_produced):
     dashboard = PROJECT / "roles/mm2/files/dashboards/mm2.json"
 
     def empty():
         # Firing alerts: none is expected on a healthy flow.
         return [
-            (title, query)
-            for title, query in queries_without_data(lab.prometheus, dashboard, {})
+            (url, title, query)
+            for url, title, query in queries_without_data_at([lab.prometheus, lab.thanos], dashboard, {})
             if title != "Firing MM2 alerts"
         ]
 

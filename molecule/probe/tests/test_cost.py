@@ -23,7 +23,7 @@ sys.path.insert(0, str(PROJECT / "scripts"))
 
 import lab_aws  # noqa: E402
 import yaml  # noqa: E402
-from dashboards import queries_without_data  # noqa: E402
+from dashboards import queries_without_data_at  # noqa: E402
 from labinfo import active_targets, container_ip, molecule_playbook, prometheus_query, wait_for  # noqa: E402
 
 PROM = "infraobs-mol-probe-prom"
@@ -208,8 +208,9 @@ def test_findings_per_team_are_metrics_and_every_dashboard_query_finds_data(coll
     budget = prometheus_query(prometheus, 'infra_obs_cost_team_monthly_budget{team="payments"}')
     assert float(saving[0]["value"][1]) >= 140.16 > float(budget[0]["value"][1]) == 100.0
     dashboard = PROJECT / "roles/cost_collector/files/dashboards/cost.json"
-    assert wait_for(lambda: not queries_without_data(prometheus, dashboard, {}), TIMEOUT), queries_without_data(
-        prometheus, dashboard, {}
+    urls = [prometheus, prometheus.replace(":9090", ":10904")]  # and through Thanos query
+    assert wait_for(lambda: not queries_without_data_at(urls, dashboard, {}), TIMEOUT), queries_without_data_at(
+        urls, dashboard, {}
     )
 
 

@@ -42,8 +42,9 @@ def query():
     return f"http://{container_ip(PROM)}:10904"
 
 
-def thanos_query(url: str, promql: str, at: float) -> list[dict]:
-    reply = requests.get(url + "/api/v1/query", params={"query": promql, "time": at}, timeout=30).json()
+def thanos_query(url: str, promql: str, at: float, dedup: bool = True) -> list[dict]:
+    params = {"query": promql, "time": at, "dedup": str(dedup).lower()}
+    reply = requests.get(url + "/api/v1/query", params=params, timeout=30).json()
     return reply["data"]["result"] if reply.get("status") == "success" else []
 
 
@@ -105,8 +106,11 @@ def test_a_backfilled_block_reaches_the_bucket_and_is_answered_from_it_with_prom
         on("systemctl start prometheus")
     assert [s["value"][1] for s in found] == ["7"], found
     # The series had no placement: it carries the Prometheus host's region, its external label (how the global view
-    # tells servers apart).
+    # tells servers apart); its other one, the replica, is what query deduplicates on, so it is gone...
     assert found[0]["metric"] == {"__name__": "infra_obs_global_history", "site": "lab", "region": "eu-central-1"}
+    # ...and there without deduplication: the Prometheus host.
+    raw = thanos_query(query, "infra_obs_global_history", at, dedup=False)
+    assert [s["metric"].get("replica") for s in raw] == [PROM], raw
     # Prometheus is back for the tests after this one.
     assert wait_for(prometheus_ready, TIMEOUT), "Prometheus is not ready again"
 

@@ -20,7 +20,7 @@ SCENARIO = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "scripts"))
 sys.path.insert(0, str(PROJECT / "tests/probe/tools"))
 
-from dashboards import instantiate, queries, queries_without_data  # noqa: E402
+from dashboards import instantiate, queries, queries_without_data_at  # noqa: E402
 from icmp_delay_responder import holds  # noqa: E402
 from labinfo import container_ip, molecule_playbook, prometheus_query, wait_for  # noqa: E402
 
@@ -247,10 +247,11 @@ def test_matrix_page_marks_the_lossy_host_unhealthy_in_chromium(lossy_host):
     assert all(h == "healthy" for pair, h in others.items() if pair != (f"{PREFIX}prom", DELAYED)), others
 
 
-def test_every_dashboard_query_finds_data(prometheus):
+def test_every_dashboard_query_finds_data_in_prometheus_and_through_thanos_query(prometheus):
     dashboard = PROJECT / "roles/probe_exporter/files/dashboards/probe_mesh.json"
-    assert wait_for(lambda: not queries_without_data(prometheus, dashboard, {}), 120), queries_without_data(
-        prometheus, dashboard, {}
+    urls = [prometheus, prometheus.replace(":9090", ":10904")]
+    assert wait_for(lambda: not queries_without_data_at(urls, dashboard, {}), 120), queries_without_data_at(
+        urls, dashboard, {}
     )
 
 

@@ -17,7 +17,7 @@ from test_pipeline import CLIENT_B, ENV, PROXY, STORE, make, records, repo, scen
 
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "scripts"))
-from dashboards import queries_without_data  # noqa: E402
+from dashboards import queries_without_data_at  # noqa: E402
 from labinfo import container_ip, molecule_playbook, prometheus_query, wait_for  # noqa: E402
 
 CLIENT_A = "infraobs-mol-wl-client-a"
@@ -164,8 +164,9 @@ def test_the_gate_passes_on_a_healthy_lab_and_names_each_breach(repo):  # noqa: 
         )
         assert names, prometheus_query(prometheus, query)
         dashboard = PROJECT / "roles/quality_checker/files/dashboards/quality_checker.json"
-        assert wait_for(lambda: not queries_without_data(prometheus, dashboard, {}), 60), queries_without_data(
-            prometheus, dashboard, {}
+        urls = [prometheus, prometheus.replace(":9090", ":10904")]  # and through Thanos query
+        assert wait_for(lambda: not queries_without_data_at(urls, dashboard, {}), 60), queries_without_data_at(
+            urls, dashboard, {}
         )
     finally:
         repair(geo, mtail)

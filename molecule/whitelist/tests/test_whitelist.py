@@ -11,7 +11,7 @@ import testinfra
 
 sys.path.insert(0, str(pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "scripts"))
 
-from dashboards import REPO, queries_without_data
+from dashboards import REPO, queries_without_data_at
 from labinfo import active_targets, container_ip, molecule_playbook, prometheus_query, wait_for
 
 PROXY = "infraobs-mol-wl-proxy"
@@ -114,8 +114,8 @@ def test_denials_are_counted_in_prometheus_through_consul(hosts, proxy_ip):
 def test_every_dashboard_query_finds_data_in_the_lab(hosts, proxy_ip):
     # Runs after the denials above, so the decision counters and the recording rule have series.
     dashboard = REPO / "roles/nginx_whitelist/files/dashboards/nginx_whitelist.json"
-    prometheus = f"http://{proxy_ip}:9090"
+    urls = [f"http://{proxy_ip}:9090", f"http://{proxy_ip}:10904"]  # Prometheus and Thanos query over it
     assert http_status(hosts["client-b"], proxy_ip) == "403"
-    assert wait_for(lambda: not queries_without_data(prometheus, dashboard, {}), 90), queries_without_data(
-        prometheus, dashboard, {}
+    assert wait_for(lambda: not queries_without_data_at(urls, dashboard, {}), 90), queries_without_data_at(
+        urls, dashboard, {}
     )
