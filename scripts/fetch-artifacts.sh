@@ -10,6 +10,8 @@ source "$(dirname "$0")/lib.sh"
 "$REPO_ROOT/scripts/build-yace.sh"
 # Thanos for the global view; also puts thanos on the controller ($INFRA_OBS_CACHE/bin) for its tests.
 "$REPO_ROOT/scripts/build-thanos.sh"
+# Alertmanager (and amtool, which the alertmanager role's config validation runs); both also on the controller.
+"$REPO_ROOT/scripts/build-alertmanager.sh"
 "$REPO_ROOT/scripts/fetch-grafana-schema.sh" >/dev/null
 "$REPO_ROOT/scripts/build-wheelhouse.sh" probe
 "$REPO_ROOT/scripts/build-wheelhouse.sh" cost

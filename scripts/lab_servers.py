@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shlex
 import signal
 import socket
 import subprocess
@@ -79,3 +80,11 @@ class Started:
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+def exec_start(unit: pathlib.Path) -> list[str]:
+    """A systemd unit's ExecStart as an argument list (its continuation lines joined): how the tests run a role's
+    rendered unit as it is."""
+    text = unit.read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    return shlex.split(line.removeprefix("ExecStart="))

@@ -185,7 +185,8 @@ def test_prometheus_config_passes_promtool_and_maps_consul_meta(playbook, rules_
     # The host's az would replace every target's az in Thanos (external labels win there): the region and the
     # replica (the host), which alerts leave behind.
     assert config["global"]["external_labels"] == {"region": "eu-central-1", "replica": "mon"}
-    assert config["alerting"] == {"alert_relabel_configs": [{"action": "labeldrop", "regex": "replica"}]}
+    assert config["alerting"] == {"alert_relabel_configs": [{"action": "labeldrop", "regex": "replica"}],
+                                  "alertmanagers": []}  # fmt: skip
     assert config["rule_files"] == [f"{rules_dir}/rules/*.yml"]
     (job,) = config["scrape_configs"]
     assert job["consul_sd_configs"] == [{"server": "127.0.0.1:8500", "scheme": "http", "tags": ["metrics"]}]

@@ -7,7 +7,6 @@ a block its sidecar uploads). Query asks the three sidecars and the store gatewa
 import json
 import os
 import pathlib
-import shlex
 import subprocess
 import time
 
@@ -15,7 +14,7 @@ import boto3
 import pytest
 import requests
 import yaml
-from lab_servers import Started
+from lab_servers import Started, exec_start
 from labinfo import run_playbook, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -62,13 +61,6 @@ def render(directory: pathlib.Path, extra: dict):
                                           "thanos_archive_url": "http://mirror.invalid/thanos.tar.gz",
                                           **extra}))  # fmt: skip
     return out, run_playbook(directory, yaml.safe_dump(play, sort_keys=False), "-e", f"@{extra_file}")
-
-
-def exec_start(unit: pathlib.Path) -> list[str]:
-    """The unit's ExecStart as an argument list (its continuation lines joined)."""
-    text = unit.read_text().replace("\\\n", " ")
-    line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
-    return shlex.split(line.removeprefix("ExecStart="))
 
 
 def bucket_client(endpoint: str):
