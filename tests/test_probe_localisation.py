@@ -1,6 +1,7 @@
 """The probe alerts localise a fault the way Pingmesh reads its matrix: on synthetic source x destination loss
 matrices, exactly one alert fires and it names the faulty destination host or AZ, the source host or AZ, or the
-single path; a healthy matrix fires nothing. promtool evaluates the shipped rules."""
+single path, with the exporters' team (what Alertmanager routes on); a healthy matrix fires nothing. promtool
+evaluates the shipped rules."""
 
 import pathlib
 import re
@@ -27,6 +28,7 @@ LOCALISING = [
     "InfraObsProbePathLoss",
 ]
 PROBES_PER_MINUTE = 60
+TEAM = "network"  # the exporters' registration meta, a label on every series they export
 
 
 def annotations(alertname: str, labels: dict, value: str) -> dict:
@@ -48,7 +50,7 @@ def matrix_series(lossy) -> list[dict]:
             if src == dst:
                 continue
             labels = (
-                f'node="{src}", src_region="{src_region}", src_az="{src_az}", dst_host="{dst}", '
+                f'team="{TEAM}", node="{src}", src_region="{src_region}", src_az="{src_az}", dst_host="{dst}", '
                 f'dst_region="{dst_region}", dst_az="{dst_az}", target="{dst}.lab", probe="icmp"'
             )
             received = round(PROBES_PER_MINUTE * (1 - lossy(src, dst)))
@@ -107,7 +109,7 @@ def test_one_alert_names_the_fault(tmp_path, scenario):
     for alertname in LOCALISING:
         alerts = []
         if expected and expected[0] == alertname:
-            labels = {"severity": severities.get(alertname, "warning"), **expected[1]}
+            labels = {"severity": severities.get(alertname, "warning"), "team": TEAM, **expected[1]}
             alerts = [{"exp_labels": labels, "exp_annotations": annotations(alertname, labels, "50%")}]
         checks.append({"eval_time": "15m", "alertname": alertname, "exp_alerts": alerts})
     case = {

@@ -215,6 +215,7 @@ NAMED_FIELDS = [
     ["targets", "consul", "service"],
     ["register", "service"],
     ["register", "id"],
+    ["register", "team"],
 ]
 
 

@@ -141,13 +141,15 @@ def test_registers_itself_and_deregisters_on_sigterm(consul_agent, exporter):
         "address6": "::1",
         "tags": ["metrics", "probe", "lab"],
         "check_interval": "1s",
+        "team": "network",
     }
     e = exporter(cfg)
     service = wait_for(lambda: consul_agent.services().get("probe-reg-node-reg"), 10, what="registration")
     assert service["Service"] == "probe-reg" and service["Port"] == port
     assert service["Address"] == "127.0.0.21"
     assert service["Tags"] == ["metrics", "probe", "lab"]
-    assert service["Meta"] == {"region": "r9", "az": "r9b", "host": "node-reg"}
+    # The team is the owner of the mesh's alerts: Prometheus makes the meta a label.
+    assert service["Meta"] == {"region": "r9", "az": "r9b", "host": "node-reg", "team": "network"}
     tagged = service["TaggedAddresses"]
     assert tagged["lan_ipv4"]["Address"] == "127.0.0.21" and tagged["lan_ipv6"]["Address"] == "::1"
 

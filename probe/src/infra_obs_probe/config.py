@@ -152,6 +152,8 @@ class Register:
     tags: tuple[str, ...] = ("metrics", "probe")
     check_interval: str = "10s"
     check_url: str = ""
+    # The team that owns this daemon's alerts: its registration's meta, which Prometheus makes a label.
+    team: str = ""
 
 
 @dataclass(frozen=True)
@@ -425,6 +427,7 @@ def _register(
         tags=m.labels("tags", tags),
         check_interval=m.string("check_interval", "10s"),
         check_url=m.string("check_url", "", allow_empty=True),
+        team=m.label("team", "", allow_empty=True),
     )
     if not GO_DURATION.fullmatch(register.check_interval):
         raise m.error("check_interval", 'must be a Go duration such as "10s"')

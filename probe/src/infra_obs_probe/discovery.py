@@ -137,7 +137,7 @@ def registration(r: Register, source: Source, listen_host: str, listen_port: int
         "address": r.address or r.address6 or None,
         "port": port,
         "tags": list(r.tags),
-        "meta": {"region": source.region, "az": source.az, "host": source.name},
+        "meta": {"region": source.region, "az": source.az, "host": source.name, **({"team": r.team} if r.team else {})},
         "tagged_addresses": tagged or None,
         "check": consul.Check.http(check_url, r.check_interval, timeout="5s"),
     }
