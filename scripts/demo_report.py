@@ -6,6 +6,7 @@ dashboard's queries; and one allowed and one denied request through the lab's wh
 import json
 import subprocess
 import sys
+from collections import defaultdict
 
 import requests
 from dashboards import dashboards, queries, queries_without_data, variable_queries
@@ -192,6 +193,42 @@ def global_view(lab: dict) -> bool:
     return bool(found)
 
 
+def alerting(lab: dict) -> bool:
+    """Each Alertmanager's address, its cluster and the alerts it holds, and what the lab's alert sink was sent."""
+    hostvars = lab["_meta"]["hostvars"]
+    hosts = lab.get("alertmanagers", {}).get("hosts", [])
+    if not hosts:
+        return True
+    print("\nAlerting (playbooks/alerting.yml): Alertmanager, one cluster; every Prometheus sends to each member")
+    ok = True
+    for host in hosts:
+        url = f"http://{hostvars[host]['lab_ipv4']}:9093"
+
+        def clustered(url=url):
+            try:
+                status = requests.get(url + "/api/v2/status", timeout=10).json()
+            except (requests.RequestException, ValueError):
+                return None
+            return status if len(status["cluster"].get("peers") or []) == len(hosts) else None
+
+        status = wait_for(clustered, 90)
+        alerts = requests.get(url + "/api/v2/alerts", timeout=10).json() if status else []
+        firing = sorted({a["labels"]["alertname"] for a in alerts if a["status"]["state"] == "active"})
+        members = len(status["cluster"]["peers"]) if status else 0
+        print(f"  {host:<12} {url}  (UI and API) cluster of {members}; {len(alerts)} alerts held, active: "
+              f"{', '.join(firing) or 'none'}")  # fmt: skip
+        ok = ok and bool(status)
+    for sink in lab.get("alert_sink_lab", {}).get("hosts", []):
+        url = f"http://{hostvars[sink]['lab_ipv4']}:9099/notifications"
+        received = requests.get(url, timeout=10).json()
+        by_receiver = defaultdict(int)
+        for notification in received:
+            by_receiver[notification["receiver"]] += 1
+        counts = ", ".join(f"{name} {count}" for name, count in sorted(by_receiver.items())) or "none yet"
+        print(f"  the lab's receivers (alert sink on {sink}): {url}  notifications by receiver: {counts}")
+    return ok
+
+
 def all_hosts(lab: dict, group: str) -> list[str]:
     """The hosts of an inventory group, its children's included."""
     entry = lab.get(group, {})
@@ -282,10 +319,13 @@ def main() -> int:
     global_ok = global_view(lab)
     if not global_ok:
         print("\nThanos query has not answered the mesh's loss between regions after 90 s", file=sys.stderr)
+    alerting_ok = alerting(lab)
+    if not alerting_ok:
+        print("\nan Alertmanager is not ready in a whole cluster after 90 s", file=sys.stderr)
     dashboards_ok = dashboards_through(url, regional)
     if not dashboards_ok:
         print("\na dashboard query answered by Prometheus is not answered through Thanos after 180 s", file=sys.stderr)
-    checks = (complete, mesh_ok, whitelist_ok, mm2_ok, quality_ok, cost_ok, global_ok, dashboards_ok)
+    checks = (complete, mesh_ok, whitelist_ok, mm2_ok, quality_ok, cost_ok, global_ok, alerting_ok, dashboards_ok)
     return 0 if all(checks) else 1
 
 

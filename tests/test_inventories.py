@@ -3,6 +3,7 @@ only documentation addresses; the lab's MM2 team file is valid. Read with ansibl
 
 import ipaddress
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -100,3 +101,32 @@ def test_the_labs_whitelist_checks_expect_what_its_whitelist_decides():
             assert (403 in check.status) != allowed, (check.name, checker, allowed)
             sampled.add(allowed)
     assert sampled == {True, False}  # an allowed address and a denied one, at least
+
+
+@pytest.mark.parametrize("inventory", ["inventories/lab/hosts.yml", "inventories/example/hosts.yml"])
+def test_each_alertmanagers_config_from_its_inventory_passes_the_preflight_and_amtool(playbook, tmp_path, inventory):
+    """The role's preflight and config template with the inventory's receivers and routes (nothing is contacted),
+    the written file checked by the amtool the lab builds, as the role's `validate:` checks it."""
+    role = REPO / "roles/alertmanager"
+    amtool = pathlib.Path(os.environ.get("INFRA_OBS_CACHE", "/var/cache/infra-obs")) / "bin/amtool"
+    play = [{
+        "hosts": "alertmanagers", "gather_facts": False,
+        # Play vars win over the inventory's connection: nothing leaves this machine.
+        # The lab's sink address comes from its host's facts at deploy time: a stand-in here.
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                 "lab_alert_sink": "http://192.0.2.1:9099"},
+        "tasks": [
+            # The role's defaults under the inventory's values, as in a play (vars_files would override those).
+            {"name": "Preflight", "ansible.builtin.include_role": {"name": "infra.obs.alertmanager",
+                                                                   "tasks_from": "preflight", "public": True}},
+            {"name": "Config", "ansible.builtin.template": {"src": str(role / "templates/alertmanager.yml.j2"),
+                                                            "dest": str(tmp_path / "{{ inventory_hostname }}.yml"),
+                                                            "validate": f"{amtool} check-config %s"}},
+        ],
+    }]  # fmt: skip
+    run = playbook(yaml.safe_dump(play, sort_keys=False), inventory=str(REPO / inventory))
+    assert run.rc == 0, run.output
+    hosts = listed(inventory)["alertmanagers"]["hosts"]
+    configs = [yaml.safe_load((tmp_path / f"{host}.yml").read_text()) for host in hosts]
+    assert len(hosts) == 2 and all(config == configs[0] for config in configs)
+    assert configs[0]["route"]["routes"][0]["matchers"][0] == 'team="network"', configs[0]

@@ -5,6 +5,7 @@ delaying ICMP responder), and the matrix page in Debian's Chromium."""
 import json
 import os
 import pathlib
+import re
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from labinfo import container_ip, molecule_playbook, prometheus_query, wait_for 
 PREFIX = "infraobs-mol-probe-"
 HOSTS = [f"{PREFIX}{name}" for name in ("consul", "prom", "node1", "node2")]
 PORT = 9427
+LOCALISING = re.compile(r"InfraObsProbe(Destination|Source|Path)(AZ)?Loss")
 DELAYED = f"{PREFIX}node1"  # answers the Prometheus host's echo requests 12 ms late (prepare.yml)
 DELAY = 0.012  # the least the responder holds a reply to the Prometheus host; it writes what it really held
 HOLDS = "/var/log/icmp-delay-responder.holds"  # to this file (prepare.yml)
@@ -211,13 +213,36 @@ def test_injected_loss_shows_toward_that_host_only(lossy_host):
 
 def test_the_alerts_name_the_lossy_host_and_nothing_else(prometheus, lossy_host):
     def localising():
-        return prometheus_query(prometheus, 'ALERTS{alertname=~"InfraObsProbe(Destination|Source|Path)(AZ)?Loss"}')
+        return prometheus_query(prometheus, f'ALERTS{{alertname=~"{LOCALISING.pattern}"}}')
 
     named = wait_for(
         lambda: [a for a in localising() if a["metric"]["alertname"] == "InfraObsProbeDestinationLoss"], 90
     )
     assert [a["metric"]["dst_host"] for a in named] == [lossy_host], localising()
     assert {a["metric"]["alertname"] for a in localising()} == {"InfraObsProbeDestinationLoss"}, localising()
+
+
+def test_the_localising_alert_reaches_the_network_team_once(lossy_host):
+    """The probe's alerts carry the exporters' team (group_vars: network) through the recording rules; the two
+    Alertmanagers (Consul and Prometheus hosts, one cluster) route the localising alert to the network team's
+    receiver, the lab's alert sink on node1, once."""
+    sink = f"http://{container_ip(f'{PREFIX}node1')}:9099/notifications"
+
+    def localising() -> list[dict]:
+        """The notifications of the localising alerts (the names the test above queries)."""
+        return [n for n in requests.get(sink, timeout=10).json()
+                if any(LOCALISING.fullmatch(a["labels"]["alertname"]) for a in n["payload"]["alerts"])]  # fmt: skip
+
+    # The alert fires 5 minutes after it is pending (the test above); group_wait in the lab is 10 s.
+    assert wait_for(localising, 480, 5), requests.get(sink, timeout=10).json()
+    # Another group interval (1 minute in the lab): a duplicate from the other Alertmanager would come within it.
+    time.sleep(75)
+    sent = localising()
+    assert [n["receiver"] for n in sent] == ["network"], sent
+    (alert,) = sent[0]["payload"]["alerts"]
+    assert alert["labels"]["alertname"] == "InfraObsProbeDestinationLoss" and alert["status"] == "firing", alert
+    assert alert["labels"]["dst_host"] == lossy_host and alert["labels"]["team"] == "network", alert
+    assert "replica" not in alert["labels"], alert
 
 
 def test_matrix_page_marks_the_lossy_host_unhealthy_in_chromium(lossy_host):

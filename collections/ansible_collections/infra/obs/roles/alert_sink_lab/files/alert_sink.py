@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The lab's alert receiver: records every Alertmanager webhook notification it gets, so tests and `make demo` can
 say who was told what. POST /RECEIVER (the path names the receiver) with Alertmanager's JSON body is kept, one JSON
 line per notification, in memory and in the log file; GET /notifications[?receiver=NAME] lists them;
@@ -93,7 +92,7 @@ def main() -> None:
     parser.add_argument("--listen", default="0.0.0.0:9099", help="HOST:PORT")
     parser.add_argument("--log", required=True, help="file the notifications are appended to, one JSON line each")
     args = parser.parse_args()
-    host, _, port = args.listen.rpartition(":")
+    host, port = args.listen.rsplit(":", 1)
     ThreadingHTTPServer((host, int(port)), handler(Sink(args.log))).serve_forever()
 
 
