@@ -143,11 +143,19 @@ def names(notification: dict) -> list[str]:
     return sorted(a["labels"]["alertname"] for a in notification["payload"]["alerts"])
 
 
-def test_both_alertmanagers_receive_every_alert_without_the_replica_label(site):
-    def everywhere():
-        return all(len(alerts_at(url)) == 6 for url in site["alertmanagers"])
+def everywhere(site) -> None:
+    """Wait until both Alertmanagers hold all six alerts and see each other. Each test waits for what it reads: the
+    order of a file's tests is not kept under xdist."""
 
-    assert wait_for(everywhere, DEADLINE, 1.0), [alerts_at(url) for url in site["alertmanagers"]]
+    def held():
+        return all(len(alerts_at(url)) == 6 and "alertmanager_cluster_members 2" in requests.get(url + "/metrics",
+                   timeout=10).text for url in site["alertmanagers"])  # fmt: skip
+
+    assert wait_for(held, DEADLINE, 1.0), [alerts_at(url) for url in site["alertmanagers"]]
+
+
+def test_both_alertmanagers_receive_every_alert_without_the_replica_label(site):
+    everywhere(site)
     for url in site["alertmanagers"]:
         for alert in alerts_at(url):
             assert "replica" not in alert["labels"], alert
@@ -175,6 +183,8 @@ def test_each_group_is_notified_once_to_its_teams_receiver(site):
 
 
 def test_the_az_alert_inhibits_the_path_alert_under_it_only(site):
+    everywhere(site)
+    assert wait_for(lambda: len(notifications(site)) >= 5, DEADLINE, 0.5), notifications(site)
     sent = [a for n in notifications(site, "network") for a in n["payload"]["alerts"]
             if a["labels"]["alertname"] == "InfraObsProbePathLoss"]  # fmt: skip
     assert [a["labels"]["dst_az"] for a in sent] == ["eu-central-1b"], sent
@@ -185,6 +195,7 @@ def test_the_az_alert_inhibits_the_path_alert_under_it_only(site):
 
 
 def test_the_servers_expose_what_the_alerts_read(site):
+    everywhere(site)
     for url in site["alertmanagers"]:
         text = requests.get(url + "/metrics", timeout=10).text
         assert "alertmanager_config_last_reload_successful 1" in text
