@@ -229,6 +229,33 @@ def alerting(lab: dict) -> bool:
     return ok
 
 
+def first_value(url: str, promql: str) -> str:
+    """The first series' value of an instant query, or "-" when there is none."""
+    found = prometheus_query(url, promql)
+    return found[0]["value"][1] if found else "-"
+
+
+def health_summary(url: str) -> bool:
+    """One line per system, from the global view: targets up by job, the mesh's loss, MM2's lag, the whitelist's
+    decisions, the cost collector's last batch, the alerts firing."""
+    print(f"\nHealth by system, through {url}:")
+    jobs = {s["metric"]["job"]: s["value"][1] for s in prometheus_query(url, "count by (job) (up)")}
+    up = {s["metric"]["job"]: s["value"][1] for s in prometheus_query(url, "count by (job) (up == 1)")}
+    print("  targets up by job: " + ", ".join(f"{job} {up.get(job, '0')}/{n}" for job, n in sorted(jobs.items())))
+    loss = first_value(url, "max(infra_obs_probe:path_loss_ratio:5m)")
+    print(f"  probe mesh: worst path loss over 5 min {loss}")
+    lag = first_value(url, 'sum(kafka_mm2:flow_records_lag{job=~"mm2-.*"})')
+    print(f"  MM2: replication lag {lag} records (no figure until records flow)")
+    decisions = prometheus_query(url, "sum by (decision) (increase(infra_obs_whitelist_requests_total[1h]))")
+    counted = ", ".join(f"{s['metric']['decision']} {float(s['value'][1]):.0f}" for s in decisions) or "-"
+    print(f"  whitelist: decisions in the last hour: {counted}")
+    written = first_value(url, "max(infra_obs_cost_last_run_records_written)")
+    print(f"  cost collector: records written by its last run {written} (its timer runs daily)")
+    firing = prometheus_query(url, 'count by (alertname) (ALERTS{alertstate="firing"})')
+    print("  alerts firing: " + (", ".join(sorted(s["metric"]["alertname"] for s in firing)) or "none"))
+    return sum(int(n) for n in jobs.values()) > 0 and jobs.keys() == up.keys()
+
+
 def all_hosts(lab: dict, group: str) -> list[str]:
     """The hosts of an inventory group, its children's included."""
     entry = lab.get(group, {})
@@ -319,13 +346,27 @@ def main() -> int:
     global_ok = global_view(lab)
     if not global_ok:
         print("\nThanos query has not answered the mesh's loss between regions after 90 s", file=sys.stderr)
+    health_ok = health_summary(url)
+    if not health_ok:
+        print("\na job has no target up; see the health summary", file=sys.stderr)
     alerting_ok = alerting(lab)
     if not alerting_ok:
         print("\nan Alertmanager is not ready in a whole cluster after 90 s", file=sys.stderr)
     dashboards_ok = dashboards_through(url, regional)
     if not dashboards_ok:
         print("\na dashboard query answered by Prometheus is not answered through Thanos after 180 s", file=sys.stderr)
-    checks = (complete, mesh_ok, whitelist_ok, mm2_ok, quality_ok, cost_ok, global_ok, alerting_ok, dashboards_ok)
+    checks = (
+        complete,
+        mesh_ok,
+        whitelist_ok,
+        mm2_ok,
+        quality_ok,
+        cost_ok,
+        global_ok,
+        health_ok,
+        alerting_ok,
+        dashboards_ok,
+    )
     return 0 if all(checks) else 1
 
 
