@@ -23,9 +23,7 @@ if [[ ! -f $out || ! -f $out.sha256 ]]; then
   module_source "$module" "$work/src"
   stage="$work/$name"
   mkdir -p "$stage"
-  ldflags="-s -w -X github.com/prometheus/common/version.Version=$ALERTMANAGER_VERSION
-    -X github.com/prometheus/common/version.Branch=module
-    -X github.com/prometheus/common/version.Revision=v$ALERTMANAGER_VERSION"
+  ldflags=$(version_ldflags "$ALERTMANAGER_VERSION" "v$ALERTMANAGER_VERSION")
   for binary in alertmanager amtool; do
     # Upstream's release tags (.promu.yml).
     (cd "$work/src" && go build -trimpath -tags netgo -ldflags "$ldflags" -o "$stage/$binary" "./cmd/$binary")

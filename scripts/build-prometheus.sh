@@ -25,8 +25,7 @@ stage="$work/$name"
 mkdir -p "$stage"
 # Only the discoveries we use: Consul for services, file for static lists. Shortens the build by minutes.
 tags="remove_all_sd,enable_consul_sd,enable_file_sd"
-ldflags="-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION
-  -X github.com/prometheus/common/version.Branch=module -X github.com/prometheus/common/version.Revision=$PROMETHEUS_MODULE_VERSION"
+ldflags=$(version_ldflags "$PROMETHEUS_VERSION" "$PROMETHEUS_MODULE_VERSION")
 (cd "$src" && go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$stage/" ./cmd/prometheus ./cmd/promtool)
 cp "$src/LICENSE" "$src/NOTICE" "$stage/"
 "$stage/prometheus" --version >/dev/null || die "built prometheus does not run"

@@ -23,8 +23,7 @@ if [[ ! -f $out || ! -f $out.sha256 ]]; then
   module_source "$module" "$work/src"
   stage="$work/$name"
   mkdir -p "$stage"
-  ldflags="-s -w -X github.com/prometheus/common/version.Version=$THANOS_VERSION
-    -X github.com/prometheus/common/version.Branch=module -X github.com/prometheus/common/version.Revision=v$THANOS_VERSION"
+  ldflags=$(version_ldflags "$THANOS_VERSION" "v$THANOS_VERSION")
   # The tags of upstream's release build (.promu.yml): slicelabels above all, without which Prometheus's default
   # label layout (stringlabels) meets Thanos's zero-copy protobuf casts and the store gateway panics on its first
   # Series call ("makeslice: len out of range", thanos-io/thanos#8543).

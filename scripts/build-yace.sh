@@ -29,9 +29,7 @@ if [[ ! -f $out || ! -f $out.sha256 ]]; then
 
   stage="$work/$name"
   mkdir -p "$stage"
-  ldflags="-s -w -X github.com/prometheus/common/version.Version=$YACE_VERSION
-    -X github.com/prometheus/common/version.Branch=module
-    -X github.com/prometheus/common/version.Revision=v$YACE_VERSION+cloudwatch-$YACE_CLOUDWATCH_SDK_VERSION"
+  ldflags=$(version_ldflags "$YACE_VERSION" "v$YACE_VERSION+cloudwatch-$YACE_CLOUDWATCH_SDK_VERSION")
   (cd "$work/src" && go build -trimpath -ldflags "$ldflags" -o "$stage/yace" ./cmd/yace)
   cp "$work/src/LICENSE" "$work/src/NOTICE" "$stage/"
   "$stage/yace" --version >/dev/null 2>&1 || die "built yace does not run"

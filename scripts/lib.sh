@@ -42,6 +42,13 @@ controller_binary() {
   ln -sfn "$name-$version" "$bin/$name"
 }
 
+# version_ldflags VERSION REVISION: the linker flags of our Go builds of Prometheus-ecosystem programs: stripped, and
+# the version `--version` prints stamped into prometheus/common's version package.
+version_ldflags() {
+  local package=github.com/prometheus/common/version
+  echo "-s -w -X $package.Version=$1 -X $package.Branch=module -X $package.Revision=$2"
+}
+
 # go_env: the Go settings of every build from the module proxy (module and build caches under the fixed cache).
 go_env() {
   export GOMODCACHE="$INFRA_OBS_CACHE/go/mod" GOCACHE="$INFRA_OBS_CACHE/go/build" GOFLAGS=-mod=mod GOWORK=off CGO_ENABLED=0
