@@ -89,6 +89,7 @@ OTHER_CASES = {
     "quality-no-checks": ("quality_checker", {"quality_checker_checks_dir": "/nonexistent/checks"}),
     "prometheus-meta": ("prometheus", {"prometheus_consul_meta_labels": ["region", "__address__"]}),
     "prometheus-replica": ("prometheus", {"prometheus_replica_label": ".*"}),
+    "prometheus-alertmanagers": ("prometheus", {"prometheus_alertmanagers": ["127.0.0.1:9093", "am:9093\n- evil:1"]}),
     "cost-aws-secret": ("cost_collector", {"cost_collector_aws_secret_access_key": "s3cret\nLD_PRELOAD=/tmp/e.so"}),
     "cost-calendar": ("cost_collector", {"cost_collector_on_calendar": "daily\nExecStartPre=/bin/sh"}),
     "cost-calendar-specifier": ("cost_collector", {"cost_collector_on_calendar": "*-*-* %H:00"}),
@@ -191,6 +192,13 @@ def test_a_meta_key_cannot_become_an_internal_label(preflight):
 
 def test_the_replica_label_cannot_drop_every_label_from_alerts(preflight):
     assert 'prometheus_replica_label=".*" must be a label name' in preflight[0]["prometheus-replica"]
+
+
+def test_an_alertmanager_address_cannot_add_another(preflight):
+    assert (
+        'prometheus_alertmanagers=["127.0.0.1:9093", "am:9093\\n- evil:1"] must be HOST:PORT each'
+        in (preflight[0]["prometheus-alertmanagers"])
+    )
 
 
 @pytest.mark.parametrize(

@@ -222,6 +222,22 @@ def test_the_servers_expose_what_the_alerts_read(site):
         ({"alertmanager_group_interval": "5 minutes"}, "durations"),
         ({"alertmanager_cluster_peers": ["127.0.0.1:9094 --web.listen-address=:1"]}, "alertmanager_cluster_peers"),
         (
+            {"alertmanager_cluster_peers": ["127.0.0.1:\uff19\uff10\uff19\uff14"]},
+            "alertmanager_cluster_peers",
+        ),  # look-alikes
+        (
+            {"alertmanager_receivers": [{"name": "p" * 64, "webhook_url": "http://127.0.0.1/x"}]},
+            "alertmanager_receivers",
+        ),
+        (
+            {"alertmanager_receivers": [{"name": "platform", "webhook_url": "http://h/" + "a" * 300}]},
+            "alertmanager_receivers",
+        ),  # one over the path's 200
+        (
+            {"alertmanager_routes": [{"team": "x", "region": "us-east-1\n", "receiver": "platform"}]},
+            "alertmanager_routes",
+        ),
+        (
             {"alertmanager_inhibit_rules": [{"source_alertname": 'A"}', "target_alertnames": ["B"], "equal": []}]},
             "alertmanager_inhibit_rules",
         ),
