@@ -707,15 +707,20 @@ def test_source_down_every_partition_gets_an_offset(lab, all_replicated):
     read."""
     per_partition, committed_at = 100, 50
     create_topic(lab.primary, HALVES_TOPIC, HALVES_PARTITIONS)
-    produce_values(
-        lab.primary,
-        HALVES_TOPIC,
-        [f"{i % HALVES_PARTITIONS}-{i // HALVES_PARTITIONS}" for i in range(per_partition * HALVES_PARTITIONS)],
-        partitions=HALVES_PARTITIONS,
-    )
-    wait_for(
-        "MM2 to copy the topic", lambda: lab.status((), topic=HALVES_TOPIC), lambda s: s["lag_ok"], log=lab.mm2_log
-    )
+    values = [f"{i % HALVES_PARTITIONS}-{i // HALVES_PARTITIONS}" for i in range(per_partition * HALVES_PARTITIONS)]
+    # MM2 takes a new group on by restarting its checkpoint task, which then keeps only the newest offset sync of each
+    # partition (Kafka's OffsetSyncStore): a commit behind that sync is never checkpointed. So the records up to the
+    # commit come first, the rest once MM2 has checkpointed it; all at once, the test passed only when MM2's syncs
+    # happened to lag behind the copy.
+    before, after = values[: committed_at * HALVES_PARTITIONS], values[committed_at * HALVES_PARTITIONS :]
+
+    def produce_and_copy(part):
+        produce_values(lab.primary, HALVES_TOPIC, part, partitions=HALVES_PARTITIONS)
+        wait_for(
+            "MM2 to copy the topic", lambda: lab.status((), topic=HALVES_TOPIC), lambda s: s["lag_ok"], log=lab.mm2_log
+        )
+
+    produce_and_copy(before)
     first_half, second_half = range(HALVES_PARTITIONS // 2), range(HALVES_PARTITIONS // 2, HALVES_PARTITIONS)
 
     def commit_on_source(partitions):
@@ -732,6 +737,7 @@ def test_source_down_every_partition_gets_an_offset(lab, all_replicated):
 
     commit_on_source(first_half)
     wait_for("MM2 to checkpoint the group", checkpointed, log=lab.mm2_log)
+    produce_and_copy(after)
     time.sleep(3)  # a few more emit intervals: the more of the first half checkpointed, the closer to the issue's
     lab.stop_mm2()
     commit_on_source(second_half)

@@ -31,7 +31,9 @@ PORT = 9427
 LOCALISING = re.compile(r"InfraObsProbe(Destination|Source|Path)(AZ)?Loss")
 DELAYED = f"{PREFIX}node1"  # answers the Prometheus host's echo requests 12 ms late (prepare.yml)
 DELAY = 0.012  # the least the responder holds a reply to the Prometheus host; it writes what it really held
-HOLDS = "/var/log/icmp-delay-responder.holds"  # to this file (prepare.yml)
+# to this file (prepare.yml): on tmpfs, so that a reply never waits for a disk the rest of CI keeps busy.
+HOLDS = "/run/icmp-delay-responder.holds"
+TIMEOUT = 1.0  # the exporters' probe timeout (the role's default): a reply held longer is a lost probe
 DASHBOARD = PROJECT / "roles/probe_exporter/files/dashboards/probe_mesh.json"
 PERCENTILES = {"p50": "median", "p90": "p90", "p99": "p99"}  # recording rule suffix -> /paths.json name
 # Kept after the scenario is destroyed (.lab/ is ignored by git).
@@ -49,13 +51,19 @@ def icmp_paths(host: str, family: str = "ipv4") -> dict[str, dict]:
     return {p["dst_host"]: p["icmp"] for p in paths(host) if p["family"] == family and p["icmp"]}
 
 
-def real_median_hold(source: str, replies: int) -> float:
-    """The median of what the responder on node1 really held its last `replies` replies to `source`: the truth an
-    exporter's median RTT is compared with (on a busy machine the responder now and then replies late)."""
+def real_holds(source: str, replies: int) -> list[float]:
+    """What the responder on node1 really held its last `replies` replies to `source` (at most 3,000: 5 minutes at
+    the scenario's 10 probes a second), in seconds."""
     text = subprocess.run(
-        ["podman", "exec", DELAYED, "tail", "-n", "6000", HOLDS], check=True, capture_output=True, text=True
+        ["podman", "exec", DELAYED, "tail", "-n", "9000", HOLDS], check=True, capture_output=True, text=True
     ).stdout
-    return statistics.median(holds(text, container_ip(source), container_ip(DELAYED))[-replies:])
+    return holds(text, container_ip(source), container_ip(DELAYED))[-replies:]
+
+
+def real_median_hold(source: str, replies: int) -> float:
+    """The median of what the responder really held: the truth an exporter's median RTT is compared with (on a busy
+    machine the responder now and then replies late)."""
+    return statistics.median(real_holds(source, replies))
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +227,14 @@ def test_the_alerts_name_the_lossy_host_and_nothing_else(prometheus, lossy_host)
         lambda: [a for a in localising() if a["metric"]["alertname"] == "InfraObsProbeDestinationLoss"], 90
     )
     assert [a["metric"]["dst_host"] for a in named] == [lossy_host], localising()
-    assert {a["metric"]["alertname"] for a in localising()} == {"InfraObsProbeDestinationLoss"}, localising()
+    # node1 answers IPv4 echo from userspace (prepare.yml). On CI's starved machine it has held replies past the
+    # exporters' timeout for long enough to lose a path over 5% of its probes: a real loss, which PathLoss rightly
+    # names. Any alert besides node2's must be that, and the responder's own record must show the late replies.
+    for alert in [a["metric"] for a in localising() if a["metric"]["alertname"] != "InfraObsProbeDestinationLoss"]:
+        assert alert["alertname"] == "InfraObsProbePathLoss", localising()
+        assert (alert["dst_host"], alert["target"]) == (DELAYED, container_ip(DELAYED)), localising()
+        late = [hold for hold in real_holds(alert["node"], 3000) if hold > TIMEOUT]
+        assert late, (alert, "node1's responder held no reply to this source past the timeout")
 
 
 def test_the_localising_alert_reaches_the_network_team_once(lossy_host):
