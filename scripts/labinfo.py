@@ -1,5 +1,6 @@
 """Facts about the running lab that scripts and tests share: host addresses and Prometheus queries."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -10,6 +11,7 @@ import textwrap
 import time
 
 import requests
+from playwright.sync_api import Page, sync_playwright
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -24,6 +26,22 @@ def container_ip(name: str) -> str:
     ).stdout
     networks = json.loads(out)
     return next(iter(networks.values()))["IPAddress"]
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1400, height: int = 1000):
+    """A page of Debian's Chromium (setup-host.sh installs it; Playwright's own browser download is never used),
+    headless through Playwright, closed on leaving."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page: Page = browser.new_page(viewport={"width": width, "height": height})
+            yield page
+        finally:
+            browser.close()
 
 
 def http_status(container: str, url: str) -> str:

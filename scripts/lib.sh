@@ -64,3 +64,22 @@ module_source() {
   cp -R "$src" "$dest"
   chmod -R u+w "$dest"
 }
+
+# npm_pinned PINS DIR: `npm ci` of PINS's package.json and package-lock.json (the lock's integrity hashes are our
+# checksums) into DIR, skipped when that lock is already installed there. Installed beside, then moved in place, so
+# an interrupted install is never taken for a complete one.
+npm_pinned() {
+  local pins=$1 dir=$2 key stage
+  command -v npm >/dev/null || die "npm not found: scripts/setup-host.sh installs it"
+  key=$(cat "$pins/package.json" "$pins/package-lock.json" | sha256sum | cut -c1-12)
+  [[ $(cat "$dir/.installed" 2>/dev/null) == "$key" ]] && return 0
+  log "installing $pins's packages into $dir"
+  stage="$dir.tmp.$$"
+  rm -rf "$stage"
+  mkdir -p "$stage"
+  cp "$pins/package.json" "$pins/package-lock.json" "$stage/"
+  npm ci --prefix "$stage" --ignore-scripts --no-audit --no-fund --loglevel=error >&2
+  echo "$key" >"$stage/.installed"
+  rm -rf "$dir"
+  mv "$stage" "$dir"
+}

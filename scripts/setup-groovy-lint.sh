@@ -19,19 +19,7 @@ java_major=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.sp
 ((java_major >= 17 && java_major <= 24)) || die "java ${java_major:-of unknown version} found: npm-groovy-lint needs Java 17 to 24"
 
 want=$(node -p "require('$pins/package.json').dependencies['npm-groovy-lint']")
-key=$(cat "$pins/package.json" "$pins/package-lock.json" | sha256sum | cut -c1-12)
-if [[ $(cat "$dir/.installed" 2>/dev/null) != "$key" ]]; then
-  log "installing npm-groovy-lint $want into $dir"
-  # Installed beside, then moved in place, so an interrupted install is never taken for a complete one.
-  stage="$dir.tmp.$$"
-  rm -rf "$stage"
-  mkdir -p "$stage"
-  cp "$pins/package.json" "$pins/package-lock.json" "$stage/"
-  npm ci --prefix "$stage" --ignore-scripts --no-audit --no-fund --loglevel=error >&2
-  echo "$key" >"$stage/.installed"
-  rm -rf "$dir"
-  mv "$stage" "$dir"
-fi
+npm_pinned "$pins" "$dir"
 have=$(node -p "require('$dir/node_modules/npm-groovy-lint/package.json').version")
 [[ $have == "$want" ]] || die "npm-groovy-lint $have installed in $dir, $want pinned"
 

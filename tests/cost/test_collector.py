@@ -25,13 +25,11 @@ from infra_obs_cost.serve import HealthCollector
 from infra_obs_cost.sources import PrometheusSource
 from infra_obs_cost.store import FINDING_KEY, FINDING_VALUES, TABLES, Store
 from lab_mariadb import running
-from labinfo import run_playbook
-from playwright.sync_api import sync_playwright
+from labinfo import chromium_page, run_playbook
 from yace.yace_lab import render, start_yace, yace_binary
 
 DEADLINE = 240
 # Debian's Chromium, headless, without its background connections (this machine's network refuses them).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 FIRST_DAY, LAST_DAY = 13, 2  # days before today
 ACCOUNT = lab_aws.ACCOUNT_ID
 HOSTILE_DAY = 3
@@ -406,40 +404,35 @@ def exporter(lab, collected, start_cost_exporter):
 
 
 def test_a_teams_page_in_chromium_shows_its_findings_their_evidence_and_totals(lab, exporter):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.goto(exporter.url + "/reports/")
-            index = page.eval_on_selector_all(
-                "#teams tr[data-team]", "rows => rows.map(r => [r.dataset.team, r.dataset.findings])"
-            )
-            page.click("text=payments")  # the index's link, as a person opens it
-            page.wait_for_selector("#findings")
-            shown = {
-                "team": page.inner_text("#team"),
-                "window": page.inner_text("#window"),
-                "findings": page.inner_text("#total-findings"),
-                "resources": page.inner_text("#total-resources"),
-                "saving": page.inner_text("#total-saving"),
-                "budget": page.inner_text("#budget"),
-                "over": page.get_attribute("#budget", "class"),
-            }
-            rows = page.eval_on_selector_all(
-                "#findings > tbody > tr",
-                "rows => rows.map(r => [r.dataset.resourceId, r.dataset.rule, r.dataset.matchedDays, r.dataset.saving,"
-                " r.querySelectorAll('table.evidence tr').length])",
-            )
-            idle = f"#findings tr[data-resource-id='{lab['ids']['ec2-use1-00']}'][data-rule='ec2_low_utilisation']"
-            page.click(idle + " summary")  # opens the evidence
-            evidence = page.inner_text(idle + " table")
-            charts = page.eval_on_selector_all(
-                "figure[data-chart]",
-                "fs => fs.map(f => [f.dataset.chart, f.dataset.days, f.querySelectorAll('circle').length])",
-            )
-            page.screenshot(path=str(lab["work"] / "payments-report.png"), full_page=True)
-        finally:
-            browser.close()
+    with chromium_page(1300, 1000) as page:
+        page.goto(exporter.url + "/reports/")
+        index = page.eval_on_selector_all(
+            "#teams tr[data-team]", "rows => rows.map(r => [r.dataset.team, r.dataset.findings])"
+        )
+        page.click("text=payments")  # the index's link, as a person opens it
+        page.wait_for_selector("#findings")
+        shown = {
+            "team": page.inner_text("#team"),
+            "window": page.inner_text("#window"),
+            "findings": page.inner_text("#total-findings"),
+            "resources": page.inner_text("#total-resources"),
+            "saving": page.inner_text("#total-saving"),
+            "budget": page.inner_text("#budget"),
+            "over": page.get_attribute("#budget", "class"),
+        }
+        rows = page.eval_on_selector_all(
+            "#findings > tbody > tr",
+            "rows => rows.map(r => [r.dataset.resourceId, r.dataset.rule, r.dataset.matchedDays, r.dataset.saving,"
+            " r.querySelectorAll('table.evidence tr').length])",
+        )
+        idle = f"#findings tr[data-resource-id='{lab['ids']['ec2-use1-00']}'][data-rule='ec2_low_utilisation']"
+        page.click(idle + " summary")  # opens the evidence
+        evidence = page.inner_text(idle + " table")
+        charts = page.eval_on_selector_all(
+            "figure[data-chart]",
+            "fs => fs.map(f => [f.dataset.chart, f.dataset.days, f.querySelectorAll('circle').length])",
+        )
+        page.screenshot(path=str(lab["work"] / "payments-report.png"), full_page=True)
     assert dict(index)["payments"] == str(len(PAYMENTS_FINDINGS)) and set(dict(index)) == {"payments", "search", "web",
                                                                                             "data"}  # fmt: skip
     first = (lab["now"].date() - datetime.timedelta(days=LAST_DAY + 13)).isoformat()

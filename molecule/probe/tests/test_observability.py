@@ -4,6 +4,7 @@ Prometheus's HTTP API. Some tests re-run the playbook with a changed input and c
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -15,10 +16,13 @@ PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 SCENARIO = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "scripts"))
 
-from labinfo import active_targets, container_ip, molecule_playbook, wait_for  # noqa: E402
+from labinfo import active_targets, chromium_page, container_ip, molecule_playbook, wait_for  # noqa: E402
 
 PLACEMENT = {path.stem: yaml.safe_load(path.read_text()) for path in (SCENARIO / "host_vars").glob("*.yml")}
 DISCOVERY_TIMEOUT = 60
+# Kept after the scenario is destroyed (.lab/ is ignored by git).
+SCREENSHOTS = PROJECT / ".lab" / "screenshots"
+POOL_COUNT = re.compile(r"(\d+) / (\d+) up")  # a pool's header on the UI's target health page
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +108,32 @@ def test_prometheus_scrapes_itself_through_consul(prometheus):
         return [t for t in active_targets(prometheus) if t["labels"]["job"] == "prometheus" and t["health"] == "up"]
 
     assert wait_for(self_target, DISCOVERY_TIMEOUT)
+
+
+def test_the_web_ui_shows_every_target_in_chromium(prometheus):
+    """Our Prometheus build carries its web UI (scripts/build-prometheus.sh). Its target health page, in Debian's
+    Chromium, counts as many targets as the API lists, and shows each by its instance and job."""
+
+    def as_shown():
+        page.goto(prometheus + "/targets")
+        page.get_by_text(POOL_COUNT).first.wait_for(timeout=60_000)
+        text = page.inner_text("body")
+        listed = active_targets(prometheus)
+        totals = [int(total) for _, total in POOL_COUNT.findall(text)]
+        # Consul can move a target in between: a try counts when the page and the API agree.
+        agree = (len(totals), sum(totals)) == (len({t["scrapePool"] for t in listed}), len(listed))
+        return agree and (listed, text)
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with chromium_page() as page:
+        shown = wait_for(as_shown, DISCOVERY_TIMEOUT, 5)
+        page.screenshot(path=str(SCREENSHOTS / "prometheus-targets.png"), full_page=True)
+    assert shown, [(t["scrapePool"], t["labels"]["job"]) for t in active_targets(prometheus)]
+    listed, text = shown
+    assert len(listed) >= 10, listed
+    for target in listed:
+        labels = target["labels"]
+        assert f'instance="{labels["instance"]}"' in text and f'job="{labels["job"]}"' in text, (labels, text)
 
 
 def test_changed_meta_reports_changed_and_takes_effect(prometheus):

@@ -14,7 +14,6 @@ import time
 import pytest
 import requests
 import yaml
-from playwright.sync_api import sync_playwright
 
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 SCENARIO = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
@@ -23,7 +22,7 @@ sys.path.insert(0, str(PROJECT / "tests/probe/tools"))
 
 from dashboards import instantiate, queries, queries_without_data_at  # noqa: E402
 from icmp_delay_responder import holds  # noqa: E402
-from labinfo import container_ip, molecule_playbook, prometheus_query, wait_for  # noqa: E402
+from labinfo import chromium_page, container_ip, molecule_playbook, prometheus_query, wait_for  # noqa: E402
 
 PREFIX = "infraobs-mol-probe-"
 HOSTS = [f"{PREFIX}{name}" for name in ("consul", "prom", "node1", "node2")]
@@ -263,21 +262,13 @@ def test_the_localising_alert_reaches_the_network_team_once(lossy_host):
 def test_matrix_page_marks_the_lossy_host_unhealthy_in_chromium(lossy_host):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     url = f"http://{container_ip(f'{PREFIX}consul')}:{PORT}/matrix"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    with chromium_page() as page:
+        page.goto(url)
+        cells = page.eval_on_selector_all(
+            "[data-level='host'][data-health]",
+            "cells => cells.map(c => [c.dataset.src, c.dataset.dst, c.dataset.health])",
         )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            cells = page.eval_on_selector_all(
-                "[data-level='host'][data-health]",
-                "cells => cells.map(c => [c.dataset.src, c.dataset.dst, c.dataset.health])",
-            )
-            page.screenshot(path=str(SCREENSHOTS / "matrix-lossy-node2.png"), full_page=True)
-        finally:
-            browser.close()
+        page.screenshot(path=str(SCREENSHOTS / "matrix-lossy-node2.png"), full_page=True)
     mesh = [(src, dst, health) for src, dst, health in cells if src in HOSTS and dst in HOSTS and src != dst]
     assert len(mesh) == 12, cells
     unhealthy = {(src, dst) for src, dst, health in mesh if health == "unhealthy"}
