@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import requests
+import yaml
 from playwright.sync_api import Page, sync_playwright
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -150,6 +151,30 @@ def run_playbook(directory: pathlib.Path, text: str, *args: str, inventory: str 
         cwd=_REPO,
     )
     return PlaybookRun(result)
+
+
+def render_role(
+    directory: pathlib.Path, role: str, templates: list[dict], extra: dict, *, placement: dict, preflight: bool = True
+) -> tuple[pathlib.Path, PlaybookRun]:
+    """A role's preflight (unless told), then some of its templates, rendered by Ansible with the role's defaults and
+    vars into directory/out: each of templates is {"src": a file of the role's templates/, "dest": a file name in out},
+    with "loop" or "no_log" passed on to its task. placement is the play's vars (a host's region, facts); extra goes
+    in as extra vars, from a file. Returns out and the run."""
+    out = directory / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    role_dir = _REPO / "roles" / role
+    tasks = [{"name": "Preflight", "ansible.builtin.include_tasks": str(role_dir / "tasks/preflight.yml")}]
+    tasks = tasks if preflight else []
+    for template in templates:
+        task = {"name": f"Write {template['dest']}",
+                "ansible.builtin.template": {"src": str(role_dir / "templates" / template["src"]),
+                                             "dest": str(out / template["dest"])}}  # fmt: skip
+        tasks.append(task | {key: template[key] for key in ("loop", "no_log") if key in template})
+    vars_files = [str(path) for path in (role_dir / "defaults/main.yml", role_dir / "vars/main.yml") if path.exists()]
+    play = [{"hosts": "all", "gather_facts": False, "vars": placement, "vars_files": vars_files, "tasks": tasks}]
+    extra_file = directory / "extra.yml"
+    extra_file.write_text(yaml.safe_dump(extra))
+    return out, run_playbook(directory, yaml.safe_dump(play, sort_keys=False), "-e", f"@{extra_file}")
 
 
 def molecule_playbook(playbook: str, *args: str, expect_success: bool = True) -> PlaybookRun:

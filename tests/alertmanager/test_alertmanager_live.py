@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 from lab_servers import Started, exec_start
-from labinfo import run_playbook, wait_for
+from labinfo import render_role, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
@@ -25,6 +25,9 @@ GROUP_WAIT, GROUP_INTERVAL = 1, 10
 DEADLINE = 180
 PLACEMENT = {"region": "eu-central-1", "az": "eu-central-1a",
              "ansible_facts": {"default_ipv4": {"address": "127.0.0.1"}}}  # fmt: skip
+CONFIG = {"src": "alertmanager.yml.j2", "dest": "alertmanager.yml"}
+UNIT = {"src": "alertmanager.service.j2", "dest": "alertmanager.service"}
+PROMETHEUS_CONFIG = {"src": "prometheus.yml.j2", "dest": "prometheus.yml"}
 RECEIVERS = ["platform", "network", "network-use1", "payments"]
 ROUTES = [
     {"team": "network", "region": "us-east-1", "receiver": "network-use1"},
@@ -47,25 +50,6 @@ RULES = {"groups": [{"name": "lab", "rules": [
     {"alert": "LabTransitDown", "expr": "vector(1)", "labels": {"team": "network", "region": "us-east-1"}},
     {"alert": "LabNobodysAlert", "expr": "vector(1)"},
 ]}]}  # fmt: skip
-
-
-def render(directory: pathlib.Path, role: str, templates: dict[str, str], extra: dict, preflight: bool = True):
-    """The role's preflight (unless told), then its templates (src -> file name) written into directory/out."""
-    out = directory / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    role_dir = ROLES / role
-    tasks = [{"name": "Preflight", "ansible.builtin.include_tasks": str(role_dir / "tasks/preflight.yml")}]
-    tasks = tasks if preflight else []
-    tasks += [
-        {"name": f"Write {name}", "ansible.builtin.template": {"src": str(role_dir / "templates" / src),
-                                                               "dest": str(out / name)}}
-        for src, name in templates.items()
-    ]  # fmt: skip
-    vars_files = [str(path) for path in (role_dir / "defaults/main.yml", role_dir / "vars/main.yml") if path.exists()]
-    play = [{"hosts": "all", "gather_facts": False, "vars": PLACEMENT, "vars_files": vars_files, "tasks": tasks}]
-    extra_file = directory / "extra.yml"
-    extra_file.write_text(yaml.safe_dump(extra))
-    return out, run_playbook(directory, yaml.safe_dump(play, sort_keys=False), "-e", f"@{extra_file}")
 
 
 def alertmanager_vars(sink_url: str, **extra) -> dict:
@@ -97,12 +81,12 @@ def site(start_prometheus, free_port, tmp_path_factory):
         alertmanagers = []
         for index, (web, cluster) in enumerate(ports):
             peers = [f"127.0.0.1:{c}" for i, (_, c) in enumerate(ports) if i != index]
-            templates = {"alertmanager.yml.j2": "alertmanager.yml", "alertmanager.service.j2": "alertmanager.service"}
-            out, run = render(work / f"am{index}", "alertmanager", templates,
+            out, run = render_role(work / f"am{index}", "alertmanager", [CONFIG, UNIT],
                               alertmanager_vars(sink.url, alertmanager_web_port=web, alertmanager_cluster_port=cluster,
                                                 alertmanager_cluster_peers=peers,
                                                 alertmanager_config_dir=str(work / f"am{index}" / "out"),
-                                                alertmanager_data_dir=str(work / f"am{index}" / "data")))  # fmt: skip
+                                                alertmanager_data_dir=str(work / f"am{index}" / "data")),
+                                  placement=PLACEMENT)  # fmt: skip
             assert run.rc == 0, run.output
             check = run_amtool(out / "alertmanager.yml")
             assert check.returncode == 0, check.stdout + check.stderr
@@ -113,11 +97,12 @@ def site(start_prometheus, free_port, tmp_path_factory):
             config_dir = work / f"prometheus-{replica}"
             (config_dir / "rules").mkdir(parents=True)
             (config_dir / "rules" / "lab.yml").write_text(yaml.safe_dump(RULES))
-            out, run = render(config_dir, "prometheus", {"prometheus.yml.j2": "prometheus.yml"}, {
+            out, run = render_role(config_dir, "prometheus", [PROMETHEUS_CONFIG], {
                 "prometheus_config_dir": str(config_dir), "prometheus_archive_url": "http://mirror.invalid/p.tgz",
                 "prometheus_evaluation_interval": "1s", "inventory_hostname": f"prom-{replica}",
                 "prometheus_external_labels": {"region": "eu-central-1", "replica": replica},
-                "prometheus_alertmanagers": [f"127.0.0.1:{web}" for web, _ in ports]}, preflight=False)  # fmt: skip
+                "prometheus_alertmanagers": [f"127.0.0.1:{web}" for web, _ in ports]},
+                placement=PLACEMENT, preflight=False)  # fmt: skip
             assert run.rc == 0, run.output
             prometheus.append(start_prometheus(config_dir / "data", config=(out / "prometheus.yml").read_text()))
         yield {"sink": sink.url, "alertmanagers": [a.url for a in alertmanagers], "prometheus": prometheus}
@@ -247,7 +232,7 @@ def test_hostile_values_are_refused_by_the_preflight_naming_the_variable(tmp_pat
     platform = [{"name": "platform", "webhook_url": "http://127.0.0.1:9099/platform"}]
     values = {**alertmanager_vars("http://127.0.0.1:9099"), "alertmanager_receivers": platform,
               "alertmanager_routes": [], **extra}  # fmt: skip
-    out, run = render(tmp_path, "alertmanager", {"alertmanager.yml.j2": "alertmanager.yml"}, values)
+    out, run = render_role(tmp_path, "alertmanager", [CONFIG], values, placement=PLACEMENT)
     assert run.rc != 0 and variable in run.output and "Check the" in run.output, run.output
     assert not (out / "alertmanager.yml").exists()
 

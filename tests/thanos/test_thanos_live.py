@@ -15,10 +15,8 @@ import pytest
 import requests
 import yaml
 from lab_servers import Started, exec_start
-from labinfo import run_playbook, wait_for
+from labinfo import render_role, wait_for
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-ROLE = REPO / "roles" / "thanos"
 CACHE = pathlib.Path(os.environ.get("INFRA_OBS_CACHE", "/var/cache/infra-obs"))
 THANOS = CACHE / "bin" / "thanos"
 PROMTOOL = CACHE / "bin" / "promtool"
@@ -39,28 +37,13 @@ def waited(check, what: str):
 
 def render(directory: pathlib.Path, extra: dict):
     """The role's preflight, then its objstore template and a unit per component, written into directory/out."""
-    out = directory / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    play = [{
-        "hosts": "all",
-        "gather_facts": False,
-        "vars": PLACEMENT,
-        "vars_files": [str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
-        "tasks": [
-            {"name": "Preflight", "ansible.builtin.include_tasks": str(ROLE / "tasks/preflight.yml")},
-            {"name": "Objstore", "no_log": True,
-             "ansible.builtin.template": {"src": str(ROLE / "templates/objstore.yml.j2"),
-                                          "dest": str(out / "objstore.yml")}},
-            {"name": "Units", "loop": "{{ thanos_components }}",
-             "ansible.builtin.template": {"src": str(ROLE / "templates/thanos.service.j2"),
-                                          "dest": str(out / "thanos-{{ item }}.service")}},
-        ],
-    }]  # fmt: skip
-    extra_file = directory / "extra.yml"
-    extra_file.write_text(yaml.safe_dump({"thanos_config_dir": str(out), "thanos_binary_dir": str(THANOS.parent),
-                                          "thanos_archive_url": "http://mirror.invalid/thanos.tar.gz",
-                                          **extra}))  # fmt: skip
-    return out, run_playbook(directory, yaml.safe_dump(play, sort_keys=False), "-e", f"@{extra_file}")
+    templates = [
+        {"src": "objstore.yml.j2", "dest": "objstore.yml", "no_log": True},
+        {"src": "thanos.service.j2", "dest": "thanos-{{ item }}.service", "loop": "{{ thanos_components }}"},
+    ]
+    return render_role(directory, "thanos", templates, {
+        "thanos_config_dir": str(directory / "out"), "thanos_binary_dir": str(THANOS.parent),
+        "thanos_archive_url": "http://mirror.invalid/thanos.tar.gz", **extra}, placement=PLACEMENT)  # fmt: skip
 
 
 def bucket_client(endpoint: str):
