@@ -1,18 +1,28 @@
-"""Prints where to look after `make demo`: each region's Prometheus with its targets by region and AZ, then through
-Thanos query (the global view): the probe mesh, the MirrorMaker 2 flow, the service-quality checkers' results and
-the cost system (YACE reading the lab's AWS, the collector's health), the mesh's loss between the regions and every
-dashboard's queries; and one allowed and one denied request through the lab's whitelist proxy."""
+"""Prints where to look after `make demo`: each region's Prometheus (its web UI) with its targets by region and AZ,
+then through Thanos query (the global view): the probe mesh, the MirrorMaker 2 flow, the service-quality checkers'
+results and the cost system (YACE reading the lab's AWS, the collector's health), the mesh's loss between the regions
+and every dashboard's queries; and one allowed and one denied request through the lab's whitelist proxy."""
 
 import json
+import pathlib
 import subprocess
 import sys
+import time
 from collections import defaultdict
 
 import requests
+import yaml
 from dashboards import dashboards, queries, queries_without_data, variable_queries
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+from kafka.structs import TopicPartition
 from labinfo import active_targets, container_ip, http_status, prometheus_query, wait_for
 
 INVENTORY = "inventories/lab/hosts.yml"
+# What the demo gives the lab's MM2 flow to carry (an idle flow leaves its dashboard empty): a topic its filter takes
+# and a group its filter takes, which reads what was produced and commits, so MM2 copies and checkpoints both.
+DEMO_TOPIC, DEMO_GROUP, DEMO_RECORDS = "orders.demo", "orders-demo", 1000
 
 
 def inventory() -> dict:
@@ -88,8 +98,38 @@ def probe_mesh(lab: dict, url: str) -> bool:
     return len(pairs) >= expected
 
 
+def produce_and_read(bootstrap: list[str]) -> None:
+    """DEMO_RECORDS more records into DEMO_TOPIC on the flow's source cluster, then DEMO_GROUP reads the topic to its
+    end (or for a minute) and commits (a rerun of the demo adds as many again)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(DEMO_TOPIC, num_partitions=3, replication_factor=1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i in range(DEMO_RECORDS):
+        producer.send(DEMO_TOPIC, key=f"order-{i % 50}".encode(), value=f"demo order {i}".encode())
+    producer.flush()
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=DEMO_GROUP, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(DEMO_TOPIC, p) for p in consumer.partitions_for_topic(DEMO_TOPIC)]
+        consumer.assign(partitions)  # no group rebalance to wait for; the commits are the group's all the same
+        consumer.seek_to_beginning()
+        end = consumer.end_offsets(partitions)
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < end[tp] for tp in partitions) and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=1000)
+        consumer.commit()
+    finally:
+        consumer.close()
+
+
 def mm2_flows(lab: dict, url: str) -> bool:
-    """Each flow's MM2 up with its connectors running and its rollback-readiness check passing, in Prometheus."""
+    """Each flow's MM2 up with its connectors running and its rollback-readiness check passing, in Prometheus; the
+    demo's records produced on its source, copied by MM2, and its group judged by the readiness check."""
     hostvars = lab["_meta"]["hostvars"]
     ok = True
     for host in lab.get("mm2_hosts", {}).get("hosts", []):
@@ -103,11 +143,23 @@ def mm2_flows(lab: dict, url: str) -> bool:
             print(f"\nMirrorMaker 2 flow {name} on {host} ({hostvars[host]['ansible_host']})")
             print(f"  connectors running: {', '.join(connectors) or 'none'}")
             print(f"  rollback-readiness check: {'passing' if readiness else 'not passing'}")
+            team = yaml.safe_load((pathlib.Path(INVENTORY).parent / "mm2" / pathlib.Path(flow["src"]).name).read_text())
+            source = team["clusters"][team["flow"]["source"]]
+            produce_and_read(source["bootstrap_servers"])
+            copied = f'sum(kafka_mm2_records_total{{job="mm2-{name}", topic="{DEMO_TOPIC}"}})'
+            judged = f'infra_obs_mm2_group_can_roll_back{{job="rollback-readiness-{name}", group="{DEMO_GROUP}"}}'
+            wait_for(lambda: prometheus_query(url, copied) and prometheus_query(url, judged), 120)  # noqa: B023
+            records = first_value(url, copied)
+            group = prometheus_query(url, judged)
+            where = f"{team['flow']['source']} ({', '.join(source['bootstrap_servers'])})"
+            print(f"  {DEMO_RECORDS} records produced to {DEMO_TOPIC} on {where}; MM2 has copied {records} of it")
+            verdict = "yes" if group and group[0]["value"][1] == "1" else "not yet" if group else "not judged"
+            print(f"  group {DEMO_GROUP} read them all; it can roll back now: {verdict}")
             print(
                 "  dashboard: roles/mm2/files/dashboards/mm2.json; roll a group over with playbooks/mm2_rollback.yml "
                 "(README: Kafka MirrorMaker 2)"
             )
-            ok = ok and len(connectors) >= 2 and bool(readiness)
+            ok = ok and len(connectors) >= 2 and bool(readiness) and records != "-" and bool(group)
     return ok
 
 
@@ -275,7 +327,7 @@ def regional_prometheus(lab: dict, host: str) -> bool:
 
     targets = wait_for(all_discovered_and_up, 90) or active_targets(url)
     region = lab["_meta"]["hostvars"][host]["region"]
-    print(f"\nPrometheus of {region} on {host}: {url}  (API: {url}/api/v1/targets)")
+    print(f"\nPrometheus of {region} on {host}: its web UI at {url}/targets  (API: {url}/api/v1/targets)")
     print(f"{len(targets)} targets discovered through Consul ({expected} instances registered with the tag metrics"
           f" in its datacenter):\n")  # fmt: skip
     print(f"{'REGION':<15} {'AZ':<15} {'JOB':<26} {'NODE':<15} {'INSTANCE':<20} HEALTH")
@@ -293,8 +345,8 @@ def regional_prometheus(lab: dict, host: str) -> bool:
 
 def dashboards_through(url: str, regional: list[str]) -> bool:
     """Every panel query and variable of every dashboard we ship, as Grafana sends it, through url: each one a
-    regional Prometheus answers must be answered there too. Those no Prometheus answers yet are listed (the lab's
-    MM2 flow carries no records until someone produces, the cost collector's findings come with its daily run)."""
+    regional Prometheus answers must be answered there too. Those no Prometheus answers yet are listed (the cost
+    collector's findings come with its daily run over two weeks of history)."""
     print(f"\nDashboards (roles/*/files/dashboards/) through {url}, against the regional Prometheus servers:")
     ok = True
     for path in dashboards():
@@ -330,7 +382,8 @@ def main() -> int:
         (lambda: probe_mesh(lab, url), "not every pair of probe nodes is measured after 90 s; see above"),
         (lambda: whitelist_requests(lab), "the whitelist proxy did not answer 200 and 403 as its rules say; see above"),
         (lambda: mm2_flows(lab, url),
-         "an MM2 flow is not replicating or its readiness check does not pass after 90 s; see above"),
+         "an MM2 flow is not running, its readiness check does not pass, or the demo's records were not copied and"
+         " its group not judged within 2 min; see above"),
         (lambda: quality_checks(lab, url), "a quality checker has no results or a failing check after 90 s; see above"),
         (lambda: cost_system(lab, url),
          "Prometheus has no YACE series of the lab's AWS or no collector health after 180 s"),
