@@ -124,6 +124,13 @@ def test_mm2_and_its_readiness_exporter_are_scraped_through_consul(lab):
     )
     running = prometheus_query(lab.prometheus, 'kafka_mm2_connector_status{job="mm2-orders", status="running"}')
     assert {s["metric"]["connector"] for s in running} >= {"MirrorSourceConnector", "MirrorCheckpointConnector"}
+    # Both registrations carry the flow's team (mm2_team, host_vars), which the alerts route on.
+    teams = {
+        (t["labels"]["job"], t["labels"].get("team"))
+        for t in active_targets(lab.prometheus)
+        if "orders" in t["labels"]["job"]
+    }
+    assert teams == {("mm2-orders", "payments"), ("rollback-readiness-orders", "payments")}, teams
 
 
 def test_the_group_could_roll_back_before_anyone_asks(lab, first_read):
