@@ -297,7 +297,7 @@ def health_summary(url: str) -> bool:
     loss = first_value(url, "max(infra_obs_probe:path_loss_ratio:5m)")
     print(f"  probe mesh: worst path loss over 5 min {loss}")
     lag = first_value(url, 'sum(kafka_mm2:flow_records_lag{job=~"mm2-.*"})')
-    print(f"  MM2: replication lag {lag} records (no figure until records flow)")
+    print(f"  MM2: replication lag {lag} records")
     decisions = prometheus_query(url, "sum by (decision) (increase(infra_obs_whitelist_requests_total[1h]))")
     counted = ", ".join(f"{s['metric']['decision']} {float(s['value'][1]):.0f}" for s in decisions) or "-"
     print(f"  whitelist: decisions in the last hour: {counted}")
