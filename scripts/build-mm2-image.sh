@@ -25,7 +25,7 @@ inputs=$( {
   echo "$base $version $python_libs"
   sha256sum "$recipe"/* "$module_utils" "$readiness" "$REPO_ROOT/scripts/kafka-jars.sha256" "$0" | cut -d' ' -f1
 } | sha256sum | cut -c1-16)
-if [[ -f $out && -f $out.sha256 && "$(cat "$stamp" 2>/dev/null)" == "$inputs" ]] && podman image exists "$image"; then
+if artefact_fresh "$out" "$stamp" "$inputs" && podman image exists "$image"; then
   echo "$image"
   exit 0
 fi
@@ -53,6 +53,6 @@ mkdir -p "$(dirname "$out")"
 podman save --format docker-archive "$image" | gzip -1 >"$out.tmp"
 mv "$out.tmp" "$out"
 (cd "$(dirname "$out")" && sha256sum "$(basename "$out")" >"$(basename "$out").sha256")
-echo "$inputs" >"$stamp"
+artefact_stamp "$stamp" "$inputs"
 log "saved $out ($(du -h "$out" | cut -f1))"
 echo "$image"

@@ -10,13 +10,10 @@ PROMETHEUS_MODULE_VERSION=$(lab_var prometheus_module_version)
 
 name="prometheus-${PROMETHEUS_VERSION}.linux-amd64"
 out="$INFRA_OBS_CACHE/artifacts/prometheus/$name.tar.gz"
-# A tarball of an earlier recipe (before the UI, say) is rebuilt; the stamp lives outside artifacts/, which the
-# store serves whole.
+# A tarball of an earlier recipe (before the UI, say) is rebuilt.
 stamp="$INFRA_OBS_CACHE/prometheus/.recipe-$PROMETHEUS_VERSION"
 recipe=$(sha256sum <"$0" | cut -c1-16)
-if [[ -f $out && -f $out.sha256 && $(cat "$stamp" 2>/dev/null) == "$recipe" ]]; then
-  exit 0
-fi
+artefact_fresh "$out" "$stamp" "$recipe" && exit 0
 
 go_env
 module=github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION
@@ -58,5 +55,4 @@ cp "$work/src/LICENSE" "$work/src/NOTICE" "$stage/"
 "$stage/prometheus" --version >/dev/null || die "built prometheus does not run"
 
 pack_release "$work" "$name" "$out"
-mkdir -p "$(dirname "$stamp")"
-echo "$recipe" >"$stamp"
+artefact_stamp "$stamp" "$recipe"

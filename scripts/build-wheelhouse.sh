@@ -27,9 +27,7 @@ stamp="$INFRA_OBS_CACHE/$package-wheelhouse.sources"
 sources=$( (cat "$0" "$REPO_ROOT/constraints.txt"; cd "$REPO_ROOT" && for dir in "$package" "${with[@]}"; do
   find "$dir/pyproject.toml" "$dir/README.md" "$dir/src" -type f ! -name '*.pyc' -print0; done |
   sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16)
-if [[ -f $out && -f $out.sha256 && "$(cat "$stamp" 2>/dev/null)" == "$sources" ]]; then
-  exit 0
-fi
+artefact_fresh "$out" "$stamp" "$sources" && exit 0
 
 log "packing $name with its dependencies"
 work=$(mktemp -d)
@@ -50,9 +48,5 @@ echo "infra-obs-$package==$version" >"$work/$name/requirements.txt"
   --constraint "$REPO_ROOT/constraints.txt" pip
 mkdir "$work/$name/bootstrap"
 mv "$work/bootstrap/"pip-*.whl "$work/$name/bootstrap/pip.whl"
-mkdir -p "$(dirname "$out")"
-tar -C "$work" --sort=name --owner=0 --group=0 --mtime=@0 -c "$name" | gzip -n >"$out.tmp"
-mv "$out.tmp" "$out"
-(cd "$(dirname "$out")" && sha256sum "$(basename "$out")" >"$(basename "$out").sha256")
-echo "$sources" >"$stamp"
-log "built $out"
+pack_release "$work" "$name" "$out"
+artefact_stamp "$stamp" "$sources"

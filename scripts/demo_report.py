@@ -8,7 +8,7 @@ import pathlib
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter
 
 import requests
 import yaml
@@ -273,9 +273,7 @@ def alerting(lab: dict) -> bool:
     for sink in lab.get("alert_sink_lab", {}).get("hosts", []):
         url = f"http://{hostvars[sink]['lab_ipv4']}:9099/notifications"
         received = requests.get(url, timeout=10).json()
-        by_receiver = defaultdict(int)
-        for notification in received:
-            by_receiver[notification["receiver"]] += 1
+        by_receiver = Counter(notification["receiver"] for notification in received)
         counts = ", ".join(f"{name} {count}" for name, count in sorted(by_receiver.items())) or "none yet"
         print(f"  the lab's receivers (alert sink on {sink}): {url}  notifications by receiver: {counts}")
     return ok

@@ -22,9 +22,9 @@ source "$(dirname "$0")/lib.sh"
 libs=$("$REPO_ROOT/scripts/fetch-kafka.sh")
 kafka_archive="$INFRA_OBS_CACHE/artifacts/kafka/kafka-libs-$(lab_var kafka_version).tar.gz"
 manifest_sum=$(sha256sum <"$REPO_ROOT/scripts/kafka-jars.sha256" | cut -d' ' -f1)
-if [[ ! -f $kafka_archive.sha256 || "$(cat "$INFRA_OBS_CACHE/kafka/.libs-archive" 2>/dev/null)" != "$manifest_sum" ]]; then
+if ! artefact_fresh "$kafka_archive" "$INFRA_OBS_CACHE/kafka/.libs-archive" "$manifest_sum"; then
   pack_release "$(dirname "$libs")" libs "$kafka_archive"
-  echo "$manifest_sum" >"$INFRA_OBS_CACHE/kafka/.libs-archive"
+  artefact_stamp "$INFRA_OBS_CACHE/kafka/.libs-archive" "$manifest_sum"
 fi
 
 # The same promtool as the servers run, for `promtool check` and `promtool test rules` on the controller.

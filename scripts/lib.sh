@@ -29,6 +29,17 @@ pack_release() {
   log "built $out"
 }
 
+# artefact_fresh OUT STAMP KEY: OUT and OUT.sha256 are in the cache and STAMP holds KEY, the hash of what they were
+# made from (stamps live outside artifacts/, which the store serves whole). artefact_stamp STAMP KEY records it, last,
+# so an interrupted build is redone rather than trusted.
+artefact_fresh() {
+  [[ -f $1 && -f $1.sha256 && $(cat "$2" 2>/dev/null) == "$3" ]]
+}
+artefact_stamp() {
+  mkdir -p "$(dirname "$1")"
+  echo "$2" >"$1"
+}
+
 # controller_binary TARBALL MEMBER NAME VERSION: the tarball's MEMBER as $INFRA_OBS_CACHE/bin/NAME-VERSION, linked as
 # NAME: the same binary the hosts run, for the tests on the controller.
 controller_binary() {
