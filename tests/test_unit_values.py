@@ -227,13 +227,47 @@ def test_the_grammars(value, path, word):
     [("node-exporter/../../agent/leave", "/metrics"), ("node-exporter", "@evil.example/metrics")],
 )
 def test_a_consul_service_name_or_check_path_cannot_leave_its_place(playbook, tmp_path, name, check_path):
-    """Names and ids go into the agent API's URL paths; a check path without '/' would become the URL's user part.
-    _consul_service runs only inside a role, so a throw-away role includes it."""
+    """Names and ids go into the agent API's URL paths; a check path without '/' would become the URL's user part."""
+    run = consul_service(playbook, tmp_path, {"_consul_service_name": name, "_consul_service_check_path": check_path})
+    assert run.rc != 0
+    message = run.failures()[-1]
+    assert "name and id must be letters, digits and . _ -" in message, message
+    assert json.dumps(name) in message or json.dumps(check_path) in message
+
+
+@pytest.mark.parametrize(
+    "team",
+    # A newline, a quote, braces, a semicolon, a zone id, look-alike digits (Arabic-Indic, fullwidth), too long.
+    [
+        "plat\nform",
+        'plat"form',
+        "plat{form}",
+        "plat;form",
+        "fe80::1%eth0",
+        "team\u0661",
+        "\uff11team",
+        "t" * 65,
+        "-team",
+        "",
+    ],
+)
+def test_a_consul_service_meta_value_outside_the_grammar_is_refused(playbook, tmp_path, team):
+    """A role's *_team variable (here as _consul_service_meta) becomes a Prometheus label that alerts route on."""
+    run = consul_service(playbook, tmp_path, {"_consul_service_meta": {"team": team}})
+    assert run.rc != 0
+    message = run.failures()[-1]
+    assert '"node-exporter"' in message and "must be letters, digits and . _ -" in message, message
+    assert json.dumps(team)[:40] in message, message
+
+
+def consul_service(playbook, tmp_path, inputs: dict):
+    """_consul_service with inputs (a node exporter's by default), on a host of eu-central-1a. It runs only inside a
+    role, so a throw-away role includes it."""
     tasks = tmp_path / "wrapper" / "tasks"
     tasks.mkdir(parents=True)
     include = {
         "ansible.builtin.include_role": {"name": "infra.obs._consul_service"},
-        "vars": {"_consul_service_name": name, "_consul_service_port": 9100, "_consul_service_check_path": check_path},
+        "vars": {"_consul_service_name": "node-exporter", "_consul_service_port": 9100, **inputs},
     }
     (tasks / "main.yml").write_text(yaml.safe_dump([include]))
     play = [
@@ -248,8 +282,4 @@ def test_a_consul_service_name_or_check_path_cannot_leave_its_place(playbook, tm
             "tasks": [{"ansible.builtin.include_role": {"name": str(tmp_path / "wrapper")}}],
         }
     ]
-    run = playbook(yaml.safe_dump(play))
-    assert run.rc != 0
-    message = run.failures()[-1]
-    assert "name and id must be letters, digits and . _ -" in message, message
-    assert json.dumps(name) in message or json.dumps(check_path) in message
+    return playbook(yaml.safe_dump(play))
