@@ -84,24 +84,26 @@ def test_region_and_az_filters(consul_agent, prober):
         assert [x.host for x in discovery.peers] == hosts, filters
 
 
-def test_peers_from_every_datacenter_the_agent_knows(consul_agent, prober):
-    # One datacenter per region, WAN-joined: the agent of r1 finds r2's peers through its catalog.
-    other = ConsulAgent(datacenter="r2")
+def test_peers_from_every_datacenter_the_agent_knows(prober):
+    # One datacenter per region, WAN-joined: the agent of r1 finds r2's peers through its catalog. Agents of its own,
+    # not the session's: a session agent left WAN-joined to a stopped r2 fails every later catalog read of r2.
+    home, other = ConsulAgent(), ConsulAgent(datacenter="r2")
     try:
-        other.join_wan(consul_agent)
-        wait_for(lambda: len(consul_agent.api("GET", "/v1/catalog/datacenters")) == 2, 30, what="the WAN join")
+        other.join_wan(home)
+        wait_for(lambda: len(home.api("GET", "/v1/catalog/datacenters")) == 2, 30, what="the WAN join")
         for service_id, address, meta, address6 in PEERS:
-            agent = other if meta["region"] == "r2" else consul_agent
+            agent = other if meta["region"] == "r2" else home
             agent.register(service_id, address, 9999, meta, address6=address6, name="probe-mesh-dc")
         p = prober([])
         everywhere = [("node-b", "r1"), ("node-c", "r1"), ("node-d", "r2")]
         for datacenters, peers in (([], everywhere), (["dc1"], everywhere[:2]), (["r2"], everywhere[2:])):
-            cfg = config(consul_agent, service="probe-mesh-dc", datacenters=datacenters)
+            cfg = config(home, service="probe-mesh-dc", datacenters=datacenters)
             discovery = Discovery(p, Status(), cfg)
             discovery.refresh(cfg)
             assert [(x.host, x.region) for x in discovery.peers] == peers, datacenters
     finally:
         other.stop()
+        home.stop()
 
 
 def test_last_peers_stay_when_consul_is_gone(prober):
