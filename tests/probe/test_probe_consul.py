@@ -84,7 +84,7 @@ def test_region_and_az_filters(consul_agent, prober):
         assert [x.host for x in discovery.peers] == hosts, filters
 
 
-def test_peers_from_every_datacenter_the_agent_knows(prober):
+def test_peers_from_every_datacenter_the_agent_knows_and_one_out_of_reach_keeps_its_own(prober):
     # One datacenter per region, WAN-joined: the agent of r1 finds r2's peers through its catalog. Agents of its own,
     # not the session's: a session agent left WAN-joined to a stopped r2 fails every later catalog read of r2.
     home, other = ConsulAgent(), ConsulAgent(datacenter="r2")
@@ -101,6 +101,29 @@ def test_peers_from_every_datacenter_the_agent_knows(prober):
             discovery = Discovery(p, Status(), cfg)
             discovery.refresh(cfg)
             assert [(x.host, x.region) for x in discovery.peers] == peers, datacenters
+
+        # r2 goes out of reach: its last peers stay, and a peer new in dc1 is still found.
+        cfg = config(home, service="probe-mesh-dc")
+        status = Status()
+        discovery = Discovery(p, status, cfg)
+        discovery.refresh(cfg)
+        assert status.datacenters_read == {"dc1": 1, "r2": 1} and status.discovery_success == 1
+        other.stop()
+        home.register(
+            "infra-obs-probe-e",
+            "127.0.0.15",
+            9999,
+            {"region": "r1", "az": "r1d", "host": "node-e"},
+            name="probe-mesh-dc",
+        )
+        discovery.refresh(cfg)
+        assert [(x.host, x.region) for x in discovery.peers] == [*everywhere[:2], ("node-e", "r1"), everywhere[2]]
+        assert status.datacenters_read == {"dc1": 1, "r2": 0}
+        assert status.discovery_success == 0 and status.discovery_failures == 1 and "r2: " in status.discovery_error
+        text = exposition.render(p, status).decode()
+        assert 'infra_obs_probe_consul_datacenter_read{datacenter="r2"} 0.0\n' in text
+        assert 'infra_obs_probe_consul_datacenter_read{datacenter="dc1"} 1.0\n' in text
+        assert "infra_obs_probe_consul_discovery_success 0.0\n" in text
     finally:
         other.stop()
         home.stop()

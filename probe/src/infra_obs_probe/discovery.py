@@ -54,19 +54,25 @@ def _ip(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def catalog_nodes(cfg: Config) -> list[dict]:
-    """The probe service's catalog entries in every datacenter asked for (all the agent knows by default). One
-    datacenter out of reach fails the whole refresh, so the last peers stay probed through a WAN outage."""
+def catalog_nodes(cfg: Config, last: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """The probe service's catalog entries per datacenter asked for (all the agent knows by default), and the error
+    of each datacenter that could not be read, whose entries of the last read (`last`) stand in for it: a region
+    out of reach keeps its peers probed, and the other regions' are still refreshed. A failing read of the list of
+    datacenters raises."""
     consul_client = client(cfg.consul.url)
     datacenters = cfg.consul.datacenters or consul_client.catalog.datacenters()
-    nodes = []
+    nodes: dict[str, list[dict]] = {}
+    errors: dict[str, str] = {}
     for datacenter in datacenters:
         if not (isinstance(datacenter, str) and NAME.fullmatch(datacenter)):
             log.warning("Consul datacenter %.100r has a name we do not use; skipped", datacenter)
             continue
-        _index, found = consul_client.catalog.service(cfg.consul.service, dc=datacenter)
-        nodes += found
-    return nodes
+        try:
+            _index, nodes[datacenter] = consul_client.catalog.service(cfg.consul.service, dc=datacenter)
+        except Exception as e:
+            errors[datacenter] = str(e)
+            nodes[datacenter] = last.get(datacenter, [])
+    return nodes, errors
 
 
 def peers_from_catalog(nodes: list[dict], cfg: Config) -> list[Peer]:
@@ -185,6 +191,7 @@ class Discovery:
         self.status = status
         self.config = config
         self.peers: list[Peer] = []
+        self._nodes: dict[str, list[dict]] = {}  # the catalog's entries per datacenter, as last read
         self._registrar = Registrar()
         self._had_consul_targets = False
         self._targets: list[Target] = []
@@ -221,21 +228,19 @@ class Discovery:
         if not cfg.consul.enabled:
             if self._had_consul_targets:
                 self.peers = []
+                self._nodes = {}
+                self.status.datacenters_read = {}
                 self._targets = []
                 self.prober.update(source="consul", targets=[])
                 self._had_consul_targets = False
             return
         try:
-            nodes = catalog_nodes(cfg)
+            self._nodes, errors = catalog_nodes(cfg, self._nodes)
         except Exception as e:
-            self.status.discovery_success = 0
-            self.status.discovery_failures += 1
-            self.status.discovery_error = str(e)
-            log.warning(
-                "Consul discovery failed (%s), keeping the last %d peers: %s", cfg.consul.url, len(self.peers), e
-            )
+            self._failed(f"Consul discovery failed ({cfg.consul.url}), keeping the last {len(self.peers)} peers: {e}")
             return
-        peers = peers_from_catalog(nodes, cfg)
+        self.status.datacenters_read = {dc: int(dc not in errors) for dc in self._nodes}
+        peers = peers_from_catalog([n for found in self._nodes.values() for n in found], cfg)
         if peers != self.peers or not self._had_consul_targets:
             log.info("Consul: %d peers (%s)", len(peers), ", ".join(p.host for p in peers) or "none")
         self.peers = peers
@@ -244,9 +249,21 @@ class Discovery:
             self.prober.update(source="consul", targets=targets)
             self._targets = targets
         self._had_consul_targets = True
+        if errors:
+            failed = "; ".join(f"{dc}: {error}" for dc, error in sorted(errors.items()))
+            self._failed(
+                f"Consul discovery ({cfg.consul.url}) kept the last peers of datacenters it could not read: {failed}"
+            )
+            return
         self.status.discovery_success = 1
         self.status.discovery_last_success = time.time()
         self.status.discovery_error = ""
+
+    def _failed(self, error: str) -> None:
+        self.status.discovery_success = 0
+        self.status.discovery_failures += 1
+        self.status.discovery_error = error
+        log.warning("%s", error)
 
     def _keep_registered(self, cfg: Config) -> None:
         if not cfg.register.enabled:

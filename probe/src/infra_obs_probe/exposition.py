@@ -192,7 +192,7 @@ def _own(out: list[str], prober: Prober, status: Status) -> None:
     single(
         "consul_discovery_success",
         "gauge",
-        "1 if the last Consul catalog read worked (targets are kept when it fails).",
+        "1 if the last refresh read every datacenter's catalog (a datacenter's last peers are kept when it fails).",
         status.discovery_success,
     )
     single(
@@ -202,6 +202,12 @@ def _own(out: list[str], prober: Prober, status: Status) -> None:
         status.discovery_last_success,
     )
     single("consul_discovery_failures_total", "counter", "Failed Consul catalog reads.", status.discovery_failures)
+    labelled(
+        "consul_datacenter_read",
+        "gauge",
+        "1 if the last refresh read this datacenter's catalog; 0: its last peers are kept.",
+        [(f'datacenter="{dc}"', ok) for dc, ok in sorted(status.datacenters_read.items())],
+    )
     single("consul_registered", "gauge", "1 while this exporter is registered in Consul.", status.registered)
     single(
         "config_last_reload_successful",

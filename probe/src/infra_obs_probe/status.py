@@ -12,4 +12,5 @@ class Status:
         self.discovery_last_success = 0.0
         self.discovery_failures = 0
         self.discovery_error = ""
+        self.datacenters_read: dict[str, int] = {}  # 1 per datacenter whose catalog the last refresh read
         self.registered = 0
