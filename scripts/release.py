@@ -42,6 +42,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import ansible_mitogen
 import botocore.exceptions
 import store
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
@@ -72,6 +73,10 @@ LIMIT = re.compile(r"[A-Za-z0-9_.*!&:,\[\]-]{0,1000}")
 RECORDS = "records"
 TEXTFILE = os.environ.get("INFRA_OBS_DEPLOY_TEXTFILE", "/var/lib/prometheus/node-exporter/infra_obs_deploy.prom")
 STAGES = ("plan", "deploy", "verify")
+# How ansible-playbook drives the hosts: Mitogen's linear strategy by default (one Python per host, kept for the
+# whole run, instead of a module shipped and an interpreter started per task: bench/deploy), Ansible's own as the
+# way back should Mitogen misbehave on a fleet.
+STRATEGIES = ("mitogen_linear", "linear")
 
 
 class ReleaseError(Exception):
@@ -450,14 +455,25 @@ def run_dir() -> pathlib.Path:
     return DIST / "run"
 
 
+def strategy() -> str:
+    """INFRA_OBS_DEPLOY_STRATEGY, one of STRATEGIES."""
+    chosen = os.environ.get("INFRA_OBS_DEPLOY_STRATEGY", STRATEGIES[0])
+    if chosen not in STRATEGIES:
+        raise ReleaseError(f"INFRA_OBS_DEPLOY_STRATEGY={chosen!r}: one of {', '.join(STRATEGIES)}")
+    return chosen
+
+
 def ansible_config(work: pathlib.Path, inventory: str) -> pathlib.Path:
-    """The run's own config: the release's collection only, its recap written for the record, and SSH kept open
-    and pipelined (one round trip per task); facts cached per inventory, as --limit runs need other hosts'."""
+    """The run's own config: the release's collection only, its recap written for the record, the strategy, and
+    SSH kept open and pipelined (one round trip per task); facts cached per inventory, as --limit runs need other
+    hosts'. Mitogen checks host keys strictly or not at all: the hosts' keys belong in known_hosts."""
     facts = DIST / "facts" / inventory.replace("/", "_")
     config = work / "ansible.cfg"
     config.write_text(
         "[defaults]\n"
         f"collections_path = {work / 'collections'}\n"
+        f"strategy_plugins = {pathlib.Path(ansible_mitogen.__file__).parent / 'plugins/strategy'}\n"
+        f"strategy = {strategy()}\n"
         "forks = 25\n"
         "callbacks_enabled = infra.obs.run_summary, ansible.posix.profile_tasks\n"
         "stdout_callback = ansible.builtin.default\n"

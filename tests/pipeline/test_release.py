@@ -188,6 +188,42 @@ def test_a_limit_outside_the_host_pattern_grammar_is_refused(limit):
         assert rel.checked_limit(good) == good
 
 
+@pytest.mark.parametrize("chosen", ["", "free", "mitogen_linear ", "linear\nforks = 1", "Linear", "mitogen"])
+def test_a_strategy_outside_the_list_is_refused(chosen, monkeypatch, tmp_path):
+    """The value becomes a line of the run's ansible.cfg: a newline would add settings of the caller's choosing."""
+    monkeypatch.setenv("INFRA_OBS_DEPLOY_STRATEGY", chosen)
+    with pytest.raises(rel.ReleaseError, match=r"^INFRA_OBS_DEPLOY_STRATEGY='.*': one of mitogen_linear, linear$"):
+        rel.ansible_config(tmp_path, "inventories/lab/hosts.yml")
+    assert not (tmp_path / "ansible.cfg").exists()
+
+
+@pytest.mark.parametrize("chosen", ["mitogen_linear", "linear", None])
+def test_the_runs_config_drives_ansible_with_the_chosen_strategy(chosen, monkeypatch, tmp_path):
+    """ansible-playbook runs a play under the run's config, its tasks in a Mitogen context unless told otherwise:
+    the process a task's command runs under is Mitogen's (its title names it), or Ansible's module wrapper."""
+    if chosen:
+        monkeypatch.setenv("INFRA_OBS_DEPLOY_STRATEGY", chosen)
+    else:
+        monkeypatch.delenv("INFRA_OBS_DEPLOY_STRATEGY", raising=False)
+    config = rel.ansible_config(tmp_path, "inventories/lab/hosts.yml")
+    (tmp_path / "play.yml").write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.shell: tr '\\0' ' ' < /proc/$PPID/cmdline\n      register: parent\n"
+        "    - ansible.builtin.copy:\n        content: '{{ parent.stdout }}'\n        dest: "
+        + str(tmp_path / "parent")
+        + "\n        mode: '0600'\n"
+    )
+    command = ["ansible-playbook", "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml")]
+    command += ["-e", f"ansible_python_interpreter={sys.executable}"]
+    result = subprocess.run(command, env=rel.ansible_env(config), capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    parent = (tmp_path / "parent").read_text()
+    if chosen == "linear":
+        assert "AnsiballZ_command.py" in parent and "mitogen" not in parent, parent
+    else:
+        assert "(mitogen:" in parent, parent
+
+
 GOOD = {
     "schema": 1,
     "tag": "v1.0.0",
