@@ -68,6 +68,8 @@ DEPLOYABLE = ("playbooks", "inventories")
 WHEELHOUSES = ("probe", "cost")
 # A path inside the release's tree (INVENTORY, PLAYBOOK): plain segments, so it cannot leave the tree.
 TREE_PATH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,9}")
+# A rollout batch (`serial`): a number of hosts or a percentage.
+BATCH_SIZE = re.compile(r"(100|[1-9][0-9]?)%|[1-9][0-9]{0,4}")
 # An Ansible host pattern without `@file` (which would read a file of the caller's choosing).
 LIMIT = re.compile(r"[A-Za-z0-9_.*!&:,\[\]-]{0,1000}")
 RECORDS = "records"
@@ -427,17 +429,42 @@ def checked_path(value: str, name: str) -> str:
 NOT_PRODUCTION = 10
 
 
+def inventory_hostvars(path: pathlib.Path, inventory: str, env: dict[str, str] | None = None) -> dict[str, dict]:
+    """Every host's variables as the inventory at path sets them (unrendered), by host name."""
+    command = ["ansible-inventory", "-i", str(path), "--list"]
+    listed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
+    if listed.returncode:
+        raise ReleaseError(f"INVENTORY={inventory}: ansible-inventory failed: {listed.stderr.strip()[-1000:]}")
+    return json.loads(listed.stdout).get("_meta", {}).get("hostvars", {})
+
+
 def is_production(inventory: str) -> bool:
     """Whether any host of the inventory (this checkout's: Jenkins's is the tag's) has infra_obs_environment
     production."""
     checked_path(inventory, "INVENTORY")
-    listed = subprocess.run(
-        ["ansible-inventory", "-i", str(REPO / inventory), "--list"], capture_output=True, text=True, cwd=REPO
-    )
-    if listed.returncode:
-        raise ReleaseError(f"INVENTORY={inventory}: ansible-inventory failed: {listed.stderr.strip()[-1000:]}")
-    hostvars = json.loads(listed.stdout).get("_meta", {}).get("hostvars", {})
+    hostvars = inventory_hostvars(REPO / inventory, inventory)
     return any(v.get("infra_obs_environment") == "production" for v in hostvars.values())
+
+
+def batch_size(hostvars: dict[str, dict], inventory: str) -> str | None:
+    """The inventory's infra_obs_batch_size, one value for every host that sets it, for -e: Ansible templates a
+    play's `serial` before any inventory variable, so the value would otherwise be silently ignored."""
+    values: dict[str, str] = {}
+    for host, variables in sorted(hostvars.items()):
+        if "infra_obs_batch_size" not in variables:
+            continue
+        value = variables["infra_obs_batch_size"]
+        text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else None
+        if text is None or not BATCH_SIZE.fullmatch(text):
+            raise ReleaseError(
+                f"INVENTORY={inventory}: host {host}: infra_obs_batch_size={value!r}: a number of hosts (1-99999) "
+                "or a percentage (1%-100%)"
+            )
+        values[host] = text
+    if len(set(values.values())) > 1:
+        found = ", ".join(f"{v} on {h}" for h, v in values.items())
+        raise ReleaseError(f"INVENTORY={inventory}: infra_obs_batch_size differs between hosts ({found}): one value")
+    return next(iter(values.values()), None)
 
 
 def checked_limit(limit: str) -> str:
@@ -529,6 +556,7 @@ class Release:
     tree: pathlib.Path
     config: pathlib.Path
     manifest: Manifest
+    batch: str | None  # the inventory's infra_obs_batch_size
 
     @classmethod
     def prepare(cls, tag: str, inventory: str, playbook: str) -> Release:
@@ -550,7 +578,8 @@ class Release:
             ["ansible-galaxy", "collection", "install", "--offline", "-p", str(work / "collections"), str(collection)],
             ansible_env(config),
         )
-        return cls(tag, inventory, playbook, work, tree, config, manifest)
+        batch = batch_size(inventory_hostvars(tree / inventory, inventory, ansible_env(config)), inventory)
+        return cls(tag, inventory, playbook, work, tree, config, manifest, batch)
 
     def playbook_run(self, playbook: str, limit: str, *args: str) -> tuple[int, dict]:
         """ansible-playbook from the release's tree: its exit status and the run_summary callback's recap."""
@@ -558,6 +587,7 @@ class Release:
         summary.unlink(missing_ok=True)
         command = ["ansible-playbook", "-i", str(self.tree / self.inventory), str(self.tree / playbook), *args]
         command += ["--limit", limit] if limit else []
+        command += ["-e", json.dumps({"infra_obs_batch_size": self.batch})] if self.batch else []
         # The output streams to the console (Jenkins's log); the recap per host comes from the run_summary callback.
         env = ansible_env(self.config, INFRA_OBS_RUN_SUMMARY=str(summary))
         rc = subprocess.run(command, cwd=self.tree, env=env).returncode
@@ -567,6 +597,7 @@ class Release:
     def run_stage(self, stage: str, limit: str) -> dict:
         rc, recap = self.playbook_run(self.playbook, limit, *(["--check", "--diff"] if stage == "plan" else []))
         result = {"commit": self.manifest.commit, "result": "success" if rc == 0 else "failed", "hosts": recap["hosts"]}
+        result["batch"] = self.batch
         if stage == "plan":
             result["changes"] = changes(recap)
         if rc:
@@ -663,6 +694,7 @@ def record(inventory: str, result: str = "") -> dict:
         "inventory": inventory,
         "limit": first.get("limit", ""),
         "playbook": first.get("playbook", ""),
+        "batch": deploy.get("batch", first.get("batch")),
         "hosts": deploy.get("hosts") or first.get("hosts", {}),
         "plan": stages.get("plan", {}).get("changes"),
         "verify": {

@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 import release as rel
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -222,6 +223,62 @@ def test_the_runs_config_drives_ansible_with_the_chosen_strategy(chosen, monkeyp
         assert "AnsiballZ_command.py" in parent and "mitogen" not in parent, parent
     else:
         assert "(mitogen:" in parent, parent
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0", "0%", "101%", "10 %", "10%;id", "{{ size }}", "1e3", "100000", "-1", "", True, 1.5, None, [1], "\u0661"],
+)
+def test_a_batch_size_outside_the_grammar_is_refused_naming_the_host(value):
+    hostvars = {"proxy-1": {}, "proxy-2": {"infra_obs_batch_size": value}}
+    with pytest.raises(rel.ReleaseError, match=r"^INVENTORY=inv: host proxy-2: infra_obs_batch_size=.*: a number"):
+        rel.batch_size(hostvars, "inv")
+
+
+def test_one_batch_size_for_the_fleet():
+    for value, expected in (("10%", "10%"), ("100%", "100%"), (2, "2"), ("99999", "99999")):
+        assert rel.batch_size({"a": {"infra_obs_batch_size": value}, "b": {}}, "inv") == expected
+    assert rel.batch_size({"a": {}, "b": {}}, "inv") is None
+    with pytest.raises(rel.ReleaseError, match=r"differs between hosts \(10% on a, 2 on b\): one value"):
+        rel.batch_size({"a": {"infra_obs_batch_size": "10%"}, "b": {"infra_obs_batch_size": 2}}, "inv")
+
+
+@pytest.mark.parametrize(("inventory_value", "batches"), [(None, ["1", "1", "1"]), ("100%", ["3"]), ("2", ["2", "1"])])
+def test_the_inventorys_batch_size_reaches_serial(inventory_value, batches, tmp_path):
+    """Ansible alone ignores infra_obs_batch_size from an inventory for `serial`: the release passes it with -e."""
+    tree = tmp_path / "tree"
+    (tree / "inv/group_vars/all").mkdir(parents=True)
+    (tree / "inv/hosts.yml").write_text(
+        f"all:\n  hosts: {{a: {{}}, b: {{}}, c: {{}}}}\n  vars:\n    ansible_connection: local\n"
+        f"    ansible_python_interpreter: {sys.executable}\n"
+    )
+    if inventory_value:
+        (tree / "inv/group_vars/all/main.yml").write_text(f"infra_obs_batch_size: '{inventory_value}'\n")
+    serial = yaml.safe_load((REPO / "playbooks/whitelist.yml").read_text())[1]["serial"]  # the playbooks' own
+    out = tmp_path / "batches"
+    (tree / "play.yml").write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "serial": serial,
+                    "tasks": [
+                        {
+                            "ansible.builtin.shell": f"echo {{{{ ansible_play_batch | length }}}} >> {out}",
+                            "run_once": True,
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    config = rel.ansible_config(tmp_path, "inv/hosts.yml")
+    batch = rel.batch_size(rel.inventory_hostvars(tree / "inv/hosts.yml", "inv/hosts.yml"), "inv/hosts.yml")
+    release = rel.Release("t1", "inv/hosts.yml", "play.yml", tmp_path, tree, config, None, batch)
+    rc, _recap = release.playbook_run("play.yml", "")
+    assert rc == 0
+    assert out.read_text().split() == batches
 
 
 GOOD = {

@@ -89,6 +89,8 @@ def write_inventory(root, proxies, checkers=()):
                 "ansible_ssh_private_key_file": str(CACHE / "ssh/deploy_ed25519"),
                 "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts}",
                 "ansible_python_interpreter": "/usr/bin/python3",
+                # One proxy at a time: a failed batch stops the rollout (the pipeline passes it to `serial`).
+                "infra_obs_batch_size": 1,
             },
             "children": {
                 "whitelist_proxies": {"hosts": hosts(proxies)},
@@ -182,7 +184,13 @@ def test_a_tagged_whitelist_change_goes_live_over_ssh_and_every_run_is_recorded(
         make(repo, "record")
         assert statuses(clients) == {"client-a": "200", "client-b": "200"}
         v2 = records(store)[-1]
-        assert (v2["tag"], v2["result"], v2["who"], v2["inventory"]) == ("v2", "success", "alice", INVENTORY)
+        assert (v2["tag"], v2["result"], v2["who"], v2["inventory"], v2["batch"]) == (
+            "v2",
+            "success",
+            "alice",
+            INVENTORY,
+            "1",
+        )
         assert v2["hosts"][PROXY]["changed"] > 0 and v2["hosts"][PROXY]["failures"] == 0
         assert v2["plan"][PROXY]["tasks"], v2["plan"]
         assert v2["commit"] == subprocess.check_output(["git", "-C", str(repo), "rev-parse", "v2"], text=True).strip()
@@ -199,9 +207,7 @@ def test_a_tagged_whitelist_change_goes_live_over_ssh_and_every_run_is_recorded(
         assert "after it was published" in records(store)[-1]["errors"]["deploy"]
 
         # v3: a bad change (client-a dropped) that also names client-b as a proxy, where the deploy user has no
-        # sudo: the proxy takes v3 in the first batch, client-b fails the second, and the rollout stops (the
-        # playbooks' batches of 25% are one host of two: Ansible reads `serial` before any inventory variable, so
-        # infra_obs_batch_size can only be changed with -e, which the pipeline does not pass).
+        # sudo: the proxy takes v3 in the first batch, client-b fails the second, and the rollout stops.
         tag(
             repo,
             "v3",
