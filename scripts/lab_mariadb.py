@@ -8,19 +8,13 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
 import pymysql
+from lab_servers import free_port
 
 DATABASE, USER, PASSWORD = "infra_obs_cost", "infra_obs_cost", "lab-cost-password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MariaDB:

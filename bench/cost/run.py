@@ -28,7 +28,8 @@ from infra_obs_cost.findings import DEFAULT_POLICY, evaluate  # noqa: E402
 from infra_obs_cost.model import COUNT, METRICS, PERCENT, Metric, Observation, Policy, Resource, daily  # noqa: E402
 from infra_obs_cost.sources import GET_METRIC_DATA_LIMIT, CloudWatchSource  # noqa: E402
 from infra_obs_cost.store import Database, Store  # noqa: E402
-from lab_mariadb import free_port, running  # noqa: E402
+from lab_mariadb import running  # noqa: E402
+from lab_servers import free_port  # noqa: E402
 
 ACCOUNT = "123456789012"
 LAST_DAY = datetime.date(2026, 11, 30)

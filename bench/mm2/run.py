@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# As pytest's pythonpath (pyproject.toml) and rootdir give the tests: the collection and tests.kafka_mm2.
-for entry in (ROOT / "collections", ROOT):
+# As pytest's pythonpath (pyproject.toml) and rootdir give the tests: the collection, scripts and tests.kafka_mm2.
+for entry in (ROOT / "collections", ROOT / "scripts", ROOT):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 

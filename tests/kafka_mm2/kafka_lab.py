@@ -12,7 +12,6 @@ import functools
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -20,6 +19,7 @@ import uuid
 import yaml
 from kafka import KafkaAdminClient
 from kafka.errors import CommitFailedError, RebalanceInProgressError
+from lab_servers import free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 VERSIONS = REPO / "inventories" / "lab" / "group_vars" / "all" / "versions.yml"
@@ -86,12 +86,6 @@ def make_tls(directory: pathlib.Path) -> dict[str, pathlib.Path]:
         "keystore": directory / "server.p12",
         "truststore": directory / "truststore.p12",
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def new_cluster_id() -> str:

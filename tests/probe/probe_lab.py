@@ -9,7 +9,6 @@ import os
 import pathlib
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
+from lab_servers import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -29,12 +29,6 @@ CONSUL = os.environ.get("INFRA_OBS_CONSUL", "/var/cache/infra-obs/bin/consul")
 PROMTOOL = os.environ.get("INFRA_OBS_PROMTOOL", "/var/cache/infra-obs/bin/promtool")
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # How many times its timeout a wait gives a check. The timeouts are what a check takes alone with room to spare; CI

@@ -17,14 +17,9 @@ import pytest
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import compile_nginx, load
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lab_servers import free_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Nginx:

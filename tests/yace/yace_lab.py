@@ -4,11 +4,11 @@ by Ansible on this machine, and free ports."""
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 
 import pytest
 import yaml
+from lab_servers import free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "yace"
@@ -28,12 +28,6 @@ def yace_binary() -> pathlib.Path:
     if not os.access(found, os.X_OK):
         pytest.skip("yace is not built: run scripts/build-yace.sh (or scripts/fetch-artifacts.sh)")
     return pathlib.Path(found)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def role_task(task_file: str, name: str, dest: pathlib.Path) -> dict:
