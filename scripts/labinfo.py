@@ -15,6 +15,7 @@ import yaml
 from playwright.sync_api import Page, sync_playwright
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
+_SCREENSHOTS = _REPO / ".lab" / "screenshots"
 
 
 def container_ip(name: str) -> str:
@@ -43,6 +44,12 @@ def chromium_page(width: int = 1400, height: int = 1000):
             yield page
         finally:
             browser.close()
+
+
+def save_screenshot(page: Page, name: str) -> None:
+    """The whole page as .lab/screenshots/NAME, for a person to look at after the run."""
+    _SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(_SCREENSHOTS / name), full_page=True)
 
 
 def http_status(container: str, url: str) -> str:

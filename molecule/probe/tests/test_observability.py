@@ -16,12 +16,11 @@ PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 SCENARIO = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "scripts"))
 
-from labinfo import active_targets, chromium_page, container_ip, molecule_playbook, wait_for  # noqa: E402
+from labinfo import active_targets, chromium_page, container_ip, molecule_playbook, save_screenshot, wait_for  # noqa: E402
 
 PLACEMENT = {path.stem: yaml.safe_load(path.read_text()) for path in (SCENARIO / "host_vars").glob("*.yml")}
 DISCOVERY_TIMEOUT = 60
 # Kept after the scenario is destroyed (.lab/ is ignored by git).
-SCREENSHOTS = PROJECT / ".lab" / "screenshots"
 POOL_COUNT = re.compile(r"(\d+) / (\d+) up")  # a pool's header on the UI's target health page
 
 
@@ -124,10 +123,9 @@ def test_the_web_ui_shows_every_target_in_chromium(prometheus):
         agree = (len(totals), sum(totals)) == (len({t["scrapePool"] for t in listed}), len(listed))
         return agree and (listed, text)
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with chromium_page() as page:
         shown = wait_for(as_shown, DISCOVERY_TIMEOUT, 5)
-        page.screenshot(path=str(SCREENSHOTS / "prometheus-targets.png"), full_page=True)
+        save_screenshot(page, "prometheus-targets.png")
     assert shown, [(t["scrapePool"], t["labels"]["job"]) for t in active_targets(prometheus)]
     listed, text = shown
     assert len(listed) >= 10, listed

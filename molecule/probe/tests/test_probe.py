@@ -22,7 +22,7 @@ sys.path.insert(0, str(PROJECT / "tests/probe/tools"))
 
 from dashboards import instantiate, queries, queries_without_data_at  # noqa: E402
 from icmp_delay_responder import holds  # noqa: E402
-from labinfo import chromium_page, container_ip, molecule_playbook, prometheus_query, wait_for  # noqa: E402
+from labinfo import chromium_page, container_ip, molecule_playbook, prometheus_query, save_screenshot, wait_for  # noqa: E402
 
 PREFIX = "infraobs-mol-probe-"
 HOSTS = [f"{PREFIX}{name}" for name in ("consul", "prom", "node1", "node2")]
@@ -36,7 +36,6 @@ TIMEOUT = 1.0  # the exporters' probe timeout (the role's default): a reply held
 DASHBOARD = PROJECT / "roles/probe_exporter/files/dashboards/probe_mesh.json"
 PERCENTILES = {"p50": "median", "p90": "p90", "p99": "p99"}  # recording rule suffix -> /paths.json name
 # Kept after the scenario is destroyed (.lab/ is ignored by git).
-SCREENSHOTS = PROJECT / ".lab" / "screenshots"
 
 
 def paths(host: str) -> list[dict]:
@@ -260,7 +259,6 @@ def test_the_localising_alert_reaches_the_network_team_once(lossy_host):
 
 
 def test_matrix_page_marks_the_lossy_host_unhealthy_in_chromium(lossy_host):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     url = f"http://{container_ip(f'{PREFIX}consul')}:{PORT}/matrix"
     with chromium_page() as page:
         page.goto(url)
@@ -268,7 +266,7 @@ def test_matrix_page_marks_the_lossy_host_unhealthy_in_chromium(lossy_host):
             "[data-level='host'][data-health]",
             "cells => cells.map(c => [c.dataset.src, c.dataset.dst, c.dataset.health])",
         )
-        page.screenshot(path=str(SCREENSHOTS / "matrix-lossy-node2.png"), full_page=True)
+        save_screenshot(page, "matrix-lossy-node2.png")
     mesh = [(src, dst, health) for src, dst, health in cells if src in HOSTS and dst in HOSTS and src != dst]
     assert len(mesh) == 12, cells
     unhealthy = {(src, dst) for src, dst, health in mesh if health == "unhealthy"}
