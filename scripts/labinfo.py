@@ -85,6 +85,21 @@ def git_as_alice(repository: pathlib.Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repository), *identity, *args], check=True, capture_output=True)
 
 
+def record_host_keys(known_hosts: pathlib.Path, containers: list[str]) -> None:
+    """The ed25519 host keys of these lab containers, at their addresses, as known_hosts: what a fleet's
+    provisioning records for a pipeline that checks host keys strictly (Mitogen's)."""
+    addresses = [container_ip(name) for name in containers]
+    keyscan = ["ssh-keyscan", "-t", "ed25519", *addresses]
+    known_hosts.write_text(subprocess.run(keyscan, check=True, capture_output=True, text=True).stdout)
+
+
+def rule_groups(prometheus_url: str) -> list[dict]:
+    """The rule groups Prometheus has loaded, with each rule's health and each group's last evaluation."""
+    response = requests.get(f"{prometheus_url}/api/v1/rules", timeout=5)
+    response.raise_for_status()
+    return response.json()["data"]["groups"]
+
+
 def active_targets(prometheus_url: str) -> list[dict]:
     response = requests.get(f"{prometheus_url}/api/v1/targets", params={"state": "active"}, timeout=5)
     response.raise_for_status()

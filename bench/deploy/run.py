@@ -25,7 +25,14 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import release  # noqa: E402
 import yaml  # noqa: E402
-from labinfo import container_ip, git_as_alice, http_status, project_repository, wait_for  # noqa: E402
+from labinfo import (  # noqa: E402
+    container_ip,
+    git_as_alice,
+    http_status,
+    project_repository,
+    record_host_keys,
+    wait_for,
+)
 
 CACHE = pathlib.Path(os.environ.get("INFRA_OBS_CACHE", "/var/cache/infra-obs"))
 IMAGE = os.environ.get("INFRA_OBS_BASE_IMAGE", "localhost/infra-obs-base:latest")
@@ -85,8 +92,7 @@ def start_hosts(proxies: int, known_hosts: pathlib.Path) -> list[str]:
         "-c",
         "mkdir -p /srv && echo origin > /srv/index.html && exec python3 -m http.server 8080 --directory /srv",
     )
-    addresses = [container_ip(name) for name in names[:-1]]
-    known_hosts.write_text(sh("ssh-keyscan", "-t", "ed25519", *addresses))
+    record_host_keys(known_hosts, names[:-1])
     return names
 
 

@@ -9,14 +9,21 @@ import subprocess
 import sys
 
 import pytest
-import requests
 import yaml
 
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 SCENARIO = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "scripts"))
 
-from labinfo import active_targets, chromium_page, container_ip, molecule_playbook, save_screenshot, wait_for  # noqa: E402
+from labinfo import (  # noqa: E402
+    active_targets,
+    chromium_page,
+    container_ip,
+    molecule_playbook,
+    rule_groups,
+    save_screenshot,
+    wait_for,
+)
 
 PLACEMENT = {path.stem: yaml.safe_load(path.read_text()) for path in (SCENARIO / "host_vars").glob("*.yml")}
 DISCOVERY_TIMEOUT = 60
@@ -168,9 +175,8 @@ def test_prometheus_evaluates_every_rule_group_the_roles_ship(prometheus):
         for group in yaml.safe_load(path.read_text())["groups"]
     }
 
-    def loaded():
-        return requests.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
-
     # Each rule has been evaluated once ("unknown" before) and without error.
-    assert wait_for(lambda: all(r["health"] == "ok" for g in loaded() for r in g["rules"]), 60), loaded()
-    assert shipped <= {group["name"] for group in loaded()}
+    assert wait_for(lambda: all(r["health"] == "ok" for g in rule_groups(prometheus) for r in g["rules"]), 60), (
+        rule_groups(prometheus)
+    )
+    assert shipped <= {group["name"] for group in rule_groups(prometheus)}

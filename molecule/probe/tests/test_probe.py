@@ -22,7 +22,15 @@ sys.path.insert(0, str(PROJECT / "tests/probe/tools"))
 
 from dashboards import instantiate, queries, queries_without_data_at  # noqa: E402
 from icmp_delay_responder import holds  # noqa: E402
-from labinfo import chromium_page, container_ip, molecule_playbook, prometheus_query, save_screenshot, wait_for  # noqa: E402
+from labinfo import (  # noqa: E402
+    chromium_page,
+    container_ip,
+    molecule_playbook,
+    prometheus_query,
+    rule_groups,
+    save_screenshot,
+    wait_for,
+)
 
 PREFIX = "infraobs-mol-probe-"
 HOSTS = [f"{PREFIX}{name}" for name in ("consul", "prom", "node1", "node2")]
@@ -223,8 +231,7 @@ def wait_for_an_evaluation(prometheus: str, group: str) -> None:
     just raised beside one that a later rule is about to drop."""
 
     def last_evaluation():
-        groups = requests.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
-        return next(g["lastEvaluation"] for g in groups if g["name"] == group)
+        return next(g["lastEvaluation"] for g in rule_groups(prometheus) if g["name"] == group)
 
     seen = last_evaluation()
     assert wait_for(lambda: last_evaluation() != seen, 120, interval=1.0), f"no evaluation of {group} in 120 s"

@@ -30,6 +30,7 @@ from labinfo import (  # noqa: E402
     molecule_playbook,
     project_repository,
     prometheus_query,
+    record_host_keys,
     wait_for,
 )
 
@@ -71,9 +72,7 @@ def write_inventory(root, proxies, checkers=()):
     """The inventory of these hosts, whose keys go into its known_hosts first, as a fleet's provisioning records
     them: the pipeline checks host keys strictly."""
     known_hosts = root.parent / "known_hosts"
-    addresses = [container_ip(name) for name in (*proxies, *checkers)]
-    keyscan = ["ssh-keyscan", "-t", "ed25519", *addresses]
-    known_hosts.write_text(subprocess.run(keyscan, check=True, capture_output=True, text=True).stdout)
+    record_host_keys(known_hosts, [*proxies, *checkers])
 
     def hosts(names):
         return {
