@@ -189,11 +189,14 @@ def test_a_limit_outside_the_host_pattern_grammar_is_refused(limit):
         assert rel.checked_limit(good) == good
 
 
-@pytest.mark.parametrize("chosen", ["", "free", "mitogen_linear ", "linear\nforks = 1", "Linear", "mitogen"])
+@pytest.mark.parametrize(
+    "chosen", ["", "free", "mitogen_linear ", "linear\nforks = 1", "Linear", "mitogen", "linear'", "l" * 500]
+)
 def test_a_strategy_outside_the_list_is_refused(chosen, monkeypatch, tmp_path):
     """The value becomes a line of the run's ansible.cfg: a newline would add settings of the caller's choosing."""
     monkeypatch.setenv("INFRA_OBS_DEPLOY_STRATEGY", chosen)
-    with pytest.raises(rel.ReleaseError, match=r"^INFRA_OBS_DEPLOY_STRATEGY='.*': one of mitogen_linear, linear$"):
+    refused = r"^INFRA_OBS_DEPLOY_STRATEGY=(['\"]).*\1: one of mitogen_linear, linear$"  # the value as repr() quotes it
+    with pytest.raises(rel.ReleaseError, match=refused):
         rel.ansible_config(tmp_path, "inventories/lab/hosts.yml")
     assert not (tmp_path / "ansible.cfg").exists()
 
@@ -227,7 +230,11 @@ def test_the_runs_config_drives_ansible_with_the_chosen_strategy(chosen, monkeyp
 
 @pytest.mark.parametrize(
     "value",
-    ["0", "0%", "101%", "10 %", "10%;id", "{{ size }}", "1e3", "100000", "-1", "", True, 1.5, None, [1], "\u0661"],
+    [
+        *("0", "0%", "101%", "10 %", "10%;id", "{{ size }}", "1e3", "100000", "-1", "", True, 1.5, None, [1]),
+        *("10%\n", "10%'", '"10%"', "1,000", "1" * 500),
+        *("\u0661", "\uff11\uff10%"),  # Arabic-Indic one, fullwidth 10%
+    ],
 )
 def test_a_batch_size_outside_the_grammar_is_refused_naming_the_host(value):
     hostvars = {"proxy-1": {}, "proxy-2": {"infra_obs_batch_size": value}}
