@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 import ansible_mitogen
 import botocore.exceptions
 import store
+import yaml
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -68,8 +69,12 @@ DEPLOYABLE = ("playbooks", "inventories")
 WHEELHOUSES = ("probe", "cost")
 # A path inside the release's tree (INVENTORY, PLAYBOOK): plain segments, so it cannot leave the tree.
 TREE_PATH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,9}")
-# A rollout batch (`serial`): a number of hosts or a percentage.
-BATCH_SIZE = re.compile(r"(100|[1-9][0-9]?)%|[1-9][0-9]{0,4}")
+# A rollout batch (`serial`): a number of hosts or a percentage, the grammar the plays' own check (preflight) uses.
+BATCH_SIZE = re.compile(
+    yaml.safe_load((REPO / COLLECTION_DIR / "roles/preflight/defaults/main.yml").read_text())[
+        "preflight_batch_size_pattern"
+    ]
+)
 # An Ansible host pattern without `@file` (which would read a file of the caller's choosing).
 LIMIT = re.compile(r"[A-Za-z0-9_.*!&:,\[\]-]{0,1000}")
 RECORDS = "records"

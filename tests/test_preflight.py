@@ -2,6 +2,9 @@
 
 import pathlib
 
+import pytest
+import yaml
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -40,3 +43,75 @@ def test_malformed_region_names_host_variable_and_value(playbook, tmp_path):
     run = run_site(playbook, inventory)
     assert run.rc != 0
     assert any("host srv: variable 'region' has value 'EU_Central'" in msg for msg in run.failures()), run.failures()
+
+
+# The playbooks' batched plays, as whitelist.yml's second play has them: serial, max_fail_percentage, the batch check.
+BATCHED = yaml.safe_load((REPO / "playbooks" / "whitelist.yml").read_text())[1]
+
+
+def run_batched(playbook, tmp_path, values: dict[str, str], *args: str) -> tuple[object, list[list[str]]]:
+    """Run the batched play's header over hosts a-d (values: each host's infra_obs_batch_size in the inventory) with a
+    task in place of the role that records each batch; return the run and the batches the task saw."""
+    play = {key: value for key, value in BATCHED.items() if key not in ("roles", "become")}
+    play |= {"hosts": "all", "gather_facts": False}
+    record = {"name": "Roll out", "ansible.builtin.debug": {"msg": "{{ ansible_play_batch }}"}, "run_once": True}
+    play["tasks"] = [record]
+    lines = ["[all]"] + [f"{host} infra_obs_batch_size={values[host]}" if host in values else host for host in "abcd"]
+    (tmp_path / "hosts.ini").write_text("\n".join(lines) + "\n")
+    run = playbook(yaml.safe_dump([play], sort_keys=False), *args, inventory=str(tmp_path / "hosts.ini"))
+    batches = [
+        next(iter(task["hosts"].values()))["msg"]
+        for batch in run.json.get("plays", [])
+        for task in batch["tasks"]
+        if task["task"]["name"] == "Roll out"
+    ]
+    return run, batches
+
+
+@pytest.mark.parametrize(
+    ("values", "args", "expected"),
+    [
+        ({}, (), [["a"], ["b"], ["c"], ["d"]]),  # the default, 25%
+        ({host: "2" for host in "abcd"}, ("-e", "infra_obs_batch_size=2"), [["a", "b"], ["c", "d"]]),
+        ({"a": "25%"}, (), [["a"], ["b"], ["c"], ["d"]]),  # what the inventory asks is what Ansible made
+        ({}, ("-e", "infra_obs_batch_size=3"), [["a", "b", "c"], ["d"]]),
+        ({}, ("-e", "infra_obs_batch_size=50%", "--limit", "a,b,c"), [["a"], ["b"], ["c"]]),  # 50% of 3 hosts: 1
+        ({}, ("-e", "infra_obs_batch_size=100%"), [["a", "b", "c", "d"]]),
+    ],
+)
+def test_a_batch_of_the_size_asked_for_rolls_out(playbook, tmp_path, values, args, expected):
+    run, batches = run_batched(playbook, tmp_path, values, *args)
+    assert run.rc == 0, run.output[-3000:]
+    assert batches == expected
+
+
+def test_a_batch_size_set_in_the_inventory_alone_stops_the_rollout_before_its_first_batch(playbook, tmp_path):
+    run, batches = run_batched(playbook, tmp_path, {host: "2" for host in "abcd"})
+    assert run.rc != 0
+    assert batches == []
+    assert any(
+        "infra_obs_batch_size is 2, 2 of the play's 4 hosts, but the first batch holds 1" in msg
+        and "-e infra_obs_batch_size=2" in msg
+        for msg in run.failures()
+    ), run.failures()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        *("0", "0%", "101%", "2.5", "-1", "100000", "1e3", "True", "'1 2'", "'1;reboot'", "'25 %'", "50%%"),
+        *("'\u0663'", "'\uff13'"),  # Arabic-Indic and fullwidth three
+    ],
+)
+def test_a_batch_size_outside_the_grammar_stops_the_rollout_naming_host_and_value(playbook, tmp_path, value):
+    run, batches = run_batched(playbook, tmp_path, {"c": value})
+    assert run.rc != 0
+    assert batches == []
+    assert any(msg.startswith('infra_obs_batch_size: {"c": ') for msg in run.failures()), run.failures()
+
+
+def test_batch_sizes_that_differ_between_hosts_stop_the_rollout(playbook, tmp_path):
+    run, batches = run_batched(playbook, tmp_path, {"a": "1", "d": "25%"})
+    assert run.rc != 0
+    assert batches == []
+    assert any('infra_obs_batch_size: {"a": "1", "d": "25%"}: one value' in msg for msg in run.failures())
