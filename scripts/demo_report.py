@@ -13,6 +13,7 @@ from collections import Counter
 import requests
 import yaml
 from dashboards import dashboards, queries, queries_without_data, variable_queries
+from jinja2.sandbox import SandboxedEnvironment
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -143,7 +144,10 @@ def mm2_flows(lab: dict, url: str) -> bool:
             print(f"\nMirrorMaker 2 flow {name} on {host} ({hostvars[host]['ansible_host']})")
             print(f"  connectors running: {', '.join(connectors) or 'none'}")
             print(f"  rollback-readiness check: {'passing' if readiness else 'not passing'}")
-            team = yaml.safe_load((pathlib.Path(INVENTORY).parent / "mm2" / pathlib.Path(flow["src"]).name).read_text())
+            # ansible-inventory lists src unrendered ("{{ inventory_dir }}/mm2/..."): render it as Ansible would.
+            inventory_dir = str(pathlib.Path(INVENTORY).resolve().parent)
+            src = SandboxedEnvironment().from_string(flow["src"]).render(inventory_dir=inventory_dir)
+            team = yaml.safe_load(pathlib.Path(src).read_text())
             source = team["clusters"][team["flow"]["source"]]
             produce_and_read(source["bootstrap_servers"])
             copied = f'sum(kafka_mm2_records_total{{job="mm2-{name}", topic="{DEMO_TOPIC}"}})'
