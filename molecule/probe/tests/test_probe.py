@@ -241,20 +241,35 @@ def test_the_alerts_name_the_lossy_host_and_nothing_else(prometheus, lossy_host)
     def localising():
         return prometheus_query(prometheus, f'ALERTS{{alertname=~"{LOCALISING.pattern}"}}')
 
-    assert wait_for(
-        lambda: [a for a in localising() if a["metric"]["alertname"] == "InfraObsProbeDestinationLoss"], 90
-    ), localising()
-    # As the loss sets in, paths into node2 cross 5% one by one, and each is rightly a PathLoss until most have:
-    # the evaluation that raises DestinationLoss drops those, after it.
-    wait_for_an_evaluation(prometheus, "infra-obs-probe-alerts")
-    named = [a for a in localising() if a["metric"]["alertname"] == "InfraObsProbeDestinationLoss"]
-    assert [a["metric"]["dst_host"] for a in named] == [lossy_host], localising()
+    def after_an_evaluation():
+        """The alerts once an evaluation of the alert group after this call has finished (wait_for_an_evaluation)."""
+        wait_for_an_evaluation(prometheus, "infra-obs-probe-alerts")
+        return localising()
+
+    def destination_loss(alerts):
+        return [a for a in alerts if a["metric"]["alertname"] == "InfraObsProbeDestinationLoss"]
+
+    def localised():
+        """The alerts of an evaluation with DestinationLoss and no PathLoss into the lossy host, else None. As the
+        loss sets in, the paths into node2 cross 5% one by one, each rightly a PathLoss until most have; and while
+        most hover about 5%, the localisation group (evaluated apart from the alerts) can flip node2 to faulty and
+        back between two alert rules of one evaluation, leaving a PathLoss into it pending beside DestinationLoss
+        (pending only: both need 5 minutes to fire). Suppression that does not work never gets here."""
+        alerts = after_an_evaluation()
+        into = [a for a in alerts if a["metric"]["alertname"] == "InfraObsProbePathLoss"
+                and a["metric"]["dst_host"] == lossy_host]  # fmt: skip
+        return alerts if destination_loss(alerts) and not into else None
+
+    assert wait_for(lambda: destination_loss(localising()), 90), localising()
+    alerts = wait_for(localised, 240, interval=0)
+    assert alerts, localising()
+    assert [a["metric"]["dst_host"] for a in destination_loss(alerts)] == [lossy_host], alerts
     # node1 answers IPv4 echo from userspace (prepare.yml). On CI's starved machine it has held replies past the
     # exporters' timeout for long enough to lose a path over 5% of its probes: a real loss, which PathLoss rightly
     # names. Any alert besides node2's must be that, and the responder's own record must show the late replies.
-    for alert in [a["metric"] for a in localising() if a["metric"]["alertname"] != "InfraObsProbeDestinationLoss"]:
-        assert alert["alertname"] == "InfraObsProbePathLoss", localising()
-        assert (alert["dst_host"], alert["target"]) == (DELAYED, container_ip(DELAYED)), localising()
+    for alert in [a["metric"] for a in alerts if a["metric"]["alertname"] != "InfraObsProbeDestinationLoss"]:
+        assert alert["alertname"] == "InfraObsProbePathLoss", alerts
+        assert (alert["dst_host"], alert["target"]) == (DELAYED, container_ip(DELAYED)), alerts
         late = [hold for hold in real_holds(alert["node"], 3000) if hold > TIMEOUT]
         assert late, (alert, "node1's responder held no reply to this source past the timeout")
 
