@@ -101,6 +101,8 @@ def test_a_batch_size_set_in_the_inventory_alone_stops_the_rollout_before_its_fi
     [
         *("0", "0%", "101%", "2.5", "-1", "100000", "1e3", "True", "'1 2'", "'1;reboot'", "'25 %'", "50%%"),
         *("'\u0663'", "'\uff13'"),  # Arabic-Indic and fullwidth three
+        # A newline and a quote (INI reads a quoted value as a Python literal), a brace, 501 digits.
+        *("'1\\n'", "'1\"'", "'{1}'", "1" + "0" * 500),
     ],
 )
 def test_a_batch_size_outside_the_grammar_stops_the_rollout_naming_host_and_value(playbook, tmp_path, value):
