@@ -25,11 +25,15 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 DELAY = 0.02  # what the slow path holds each answer: a lower bound of every call's latency
 
 
+REQUESTED = []  # the paths the origins were asked for
+
+
 class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
     def do_GET(self):
+        REQUESTED.append(self.path)
         if self.path.startswith("/slow"):
             time.sleep(DELAY)
         body = b"hello from the origin\n"
@@ -141,8 +145,9 @@ def test_https_checks_the_certificate(tls_origin):
     assert one({"name": "tls", "http": {"url": url + "/", "ca_file": ca}})[0].ok
     untrusted = one({"name": "tls", "http": {"url": url + "/"}})[0]
     assert not untrusted.ok and "TLS certificate not valid" in untrusted.error
-    expiring = one({"name": "tls", "http": {"url": url + "/", "ca_file": ca, "min_days_valid": 30}})[0]
+    expiring = one({"name": "tls", "http": {"url": url + "/expiring", "ca_file": ca, "min_days_valid": 30}})[0]
     assert not expiring.ok and "TLS certificate expires in" in expiring.error and "(< 30)" in expiring.error
+    assert "/expiring" not in REQUESTED  # refused before it sent a request
 
 
 def test_grpc_health_of_a_real_server(grpc_server):

@@ -132,12 +132,14 @@ def _http_call(check: Check) -> Callable[[], None]:
         else:
             conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=check.timeout)
         try:
-            conn.request("GET", target, headers={"User-Agent": "infra-obs-quality", "Connection": "close"})
+            conn.connect()
+            # A certificate about to expire fails the call before it sends anything.
             if https and check.min_days_valid:
                 not_after = ssl.cert_time_to_seconds(conn.sock.getpeercert()["notAfter"])
                 days = (not_after - time.time()) / 86400
                 if days < check.min_days_valid:
                     raise CheckFailed(f"TLS certificate expires in {days:.1f} days (< {check.min_days_valid})")
+            conn.request("GET", target, headers={"User-Agent": "infra-obs-quality", "Connection": "close"})
             response = conn.getresponse()
             body = response.read(MAX_BODY)
             if response.status not in check.status:
