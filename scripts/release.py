@@ -472,6 +472,23 @@ def batch_size(hostvars: dict[str, dict], inventory: str) -> str | None:
     return next(iter(values.values()), None)
 
 
+def check_local_interpreters(hostvars: dict[str, dict], inventory: str, chosen: str) -> None:
+    """Under Mitogen, a host reached over a local connection needs its interpreter named: Mitogen's interpreter
+    discovery fails there (mitogen 0.3 with ansible-core 2.19: the host is unreachable, "EOF on stream")."""
+    hosts = [
+        host
+        for host, variables in sorted(hostvars.items())
+        if variables.get("ansible_connection") in ("local", "ansible.builtin.local")
+        and str(variables.get("ansible_python_interpreter", "auto")).startswith("auto")
+    ]
+    if chosen == "mitogen_linear" and hosts:
+        raise ReleaseError(
+            f"INVENTORY={inventory}: {', '.join(hosts)}: ansible_connection=local and no ansible_python_interpreter: "
+            "Mitogen cannot discover a local interpreter; set it (e.g. '{{ ansible_playbook_python }}', as Ansible's "
+            "implicit localhost has) or run with INFRA_OBS_DEPLOY_STRATEGY=linear"
+        )
+
+
 def checked_limit(limit: str) -> str:
     if not LIMIT.fullmatch(limit):
         raise ReleaseError(f"LIMIT={limit!r}: host patterns of letters, digits and _ . * ! & : , [ ] - only")
@@ -583,7 +600,9 @@ class Release:
             ["ansible-galaxy", "collection", "install", "--offline", "-p", str(work / "collections"), str(collection)],
             ansible_env(config),
         )
-        batch = batch_size(inventory_hostvars(tree / inventory, inventory, ansible_env(config)), inventory)
+        hostvars = inventory_hostvars(tree / inventory, inventory, ansible_env(config))
+        check_local_interpreters(hostvars, inventory, strategy())
+        batch = batch_size(hostvars, inventory)
         return cls(tag, inventory, playbook, work, tree, config, manifest, batch)
 
     def playbook_run(self, playbook: str, limit: str, *args: str) -> tuple[int, dict]:

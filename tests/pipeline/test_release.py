@@ -228,6 +228,46 @@ def test_the_runs_config_drives_ansible_with_the_chosen_strategy(chosen, monkeyp
         assert "(mitogen:" in parent, parent
 
 
+LOCAL = {"ansible_connection": "local"}
+
+
+@pytest.mark.parametrize(
+    ("hostvars", "chosen", "refused"),
+    [
+        ({"ctl": LOCAL, "web-1": {}}, "mitogen_linear", "ctl"),
+        ({"b": {"ansible_connection": "ansible.builtin.local"}, "a": LOCAL}, "mitogen_linear", "a, b"),
+        ({"ctl": {**LOCAL, "ansible_python_interpreter": "auto_silent"}}, "mitogen_linear", "ctl"),
+        ({"ctl": {**LOCAL, "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}, "mitogen_linear", None),
+        ({"ctl": LOCAL}, "linear", None),
+        ({"web-1": {"ansible_connection": "ssh"}}, "mitogen_linear", None),
+    ],
+)
+def test_a_local_host_needs_its_interpreter_named_under_mitogen(hostvars, chosen, refused):
+    if refused:
+        with pytest.raises(rel.ReleaseError, match=rf"^INVENTORY=inv: {refused}: ansible_connection=local and no "):
+            rel.check_local_interpreters(hostvars, "inv", chosen)
+    else:
+        rel.check_local_interpreters(hostvars, "inv", chosen)
+
+
+@pytest.mark.parametrize("interpreter", [None, "{{ ansible_playbook_python }}"])
+def test_mitogen_reaches_a_local_host_only_with_its_interpreter_named(interpreter, monkeypatch, tmp_path):
+    """What the check above guards against, with the pinned Mitogen and the run's own config: without the variable
+    the host is unreachable; with it, the play runs (should a later Mitogen discover it, the check can go)."""
+    monkeypatch.delenv("INFRA_OBS_DEPLOY_STRATEGY", raising=False)
+    config = rel.ansible_config(tmp_path, "inv.yml")
+    host = {**LOCAL, **({"ansible_python_interpreter": interpreter} if interpreter else {})}
+    (tmp_path / "inv.yml").write_text(yaml.safe_dump({"all": {"hosts": {"ctl": host}}}))
+    (tmp_path / "play.yml").write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")
+    command = ["ansible-playbook", "-i", str(tmp_path / "inv.yml"), str(tmp_path / "play.yml")]
+    result = subprocess.run(command, env=rel.ansible_env(config), capture_output=True, text=True, cwd=tmp_path)
+    output = result.stdout[-3000:] + result.stderr[-3000:]
+    if interpreter:
+        assert result.returncode == 0, output
+    else:
+        assert result.returncode == 4 and "UNREACHABLE" in output and "EOF on stream" in output, output
+
+
 @pytest.mark.parametrize(
     "value",
     [
