@@ -43,6 +43,18 @@ def playbook(tmp_path):
     return run
 
 
+@pytest.fixture
+def preflight(playbook):
+    """Run the preflight role alone over an inventory: its checks are asserts, which read variables and contact no
+    host, so any inventory can be checked from here."""
+
+    def run(inventory: str, *args: str) -> PlaybookRun:
+        return playbook("- hosts: all\n  gather_facts: false\n  roles:\n    - role: infra.obs.preflight\n", *args,
+                        inventory=inventory)  # fmt: skip
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def store():
     """An S3 client on the lab's artifact store (started by `make unit`/`make test`)."""

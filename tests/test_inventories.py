@@ -1,11 +1,11 @@
 """Both shipped inventories place every host in a region and an AZ, as preflight demands, and the example uses
-only documentation addresses; the lab's MM2 team file is valid. Read with ansible-inventory; no host is contacted."""
+only documentation addresses; the lab's MM2 team file is valid. Read with ansible-inventory and the preflight role;
+no host is contacted."""
 
 import ipaddress
 import json
 import os
 import pathlib
-import re
 import subprocess
 import urllib.parse
 
@@ -16,7 +16,6 @@ from ansible_collections.infra.obs.plugins.plugin_utils.userdata import read_doc
 from ansible_collections.infra.obs.plugins.plugin_utils.whitelist import load
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-PATTERN = yaml.safe_load((REPO / "roles/preflight/defaults/main.yml").read_text())["preflight_name_pattern"]
 DOC_RANGES = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]
 
 
@@ -33,13 +32,17 @@ def hostvars(inventory: str) -> dict:
 
 
 @pytest.mark.parametrize("inventory", ["inventories/lab/hosts.yml", "inventories/example/hosts.yml"])
-def test_every_host_has_a_region_and_az(inventory):
+def test_every_host_passes_preflight(preflight, inventory):
+    run = preflight(str(REPO / inventory))
+    assert run.rc == 0, run.failures()
     hosts = hostvars(inventory)
     assert len(hosts) >= 5
-    for name, variables in hosts.items():
-        for key in ("region", "az"):
-            assert re.match(PATTERN, variables.get(key, "")), f"{inventory}: {name} has {key}={variables.get(key)!r}"
-        assert variables["az"].startswith(variables["region"]), f"{inventory}: {name} az outside its region"
+    tasks = [task for play in run.json["plays"] for task in play["tasks"]]
+    checks = [task for task in tasks if task["task"]["name"].startswith("infra.obs.preflight : Check")]
+    assert len(checks) == 3, [task["task"]["name"] for task in checks]
+    for task in checks:
+        ran = {host for host, result in task["hosts"].items() if not result.get("skipped")}
+        assert ran == set(hosts), f"{task['task']['name']}: not run on {sorted(set(hosts) - ran)}"
 
 
 def test_example_uses_documentation_addresses_only():

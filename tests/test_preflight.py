@@ -38,6 +38,34 @@ def test_missing_az_names_host_and_variable(playbook, tmp_path):
     assert plays == ["Preflight every host before anything changes"], plays
 
 
+def test_an_az_outside_its_region_names_host_az_and_region(playbook, tmp_path):
+    inventory = write_inventory(
+        tmp_path,
+        {
+            "srv": {"region": "eu-central-1", "az": "eu-central-1a"},
+            "edge-7": {"region": "eu-central-1", "az": "us-east-1a"},
+        },
+    )
+    run = run_site(playbook, inventory)
+    assert run.rc != 0
+    expected = "host edge-7: az 'us-east-1a' is not in its region 'eu-central-1'"
+    assert [msg for msg in run.failures() if msg.startswith("host ")] == [
+        expected
+        + ": an AZ's name begins with its region's (set preflight_az_within_region to false where yours do not)"
+    ], run.failures()
+    plays = [play["play"]["name"] for play in run.json["plays"]]
+    assert plays == ["Preflight every host before anything changes"], plays
+
+
+def test_an_az_outside_its_region_passes_where_the_check_is_turned_off(preflight, tmp_path):
+    inventory = write_inventory(tmp_path, {"srv": {"region": "westeurope", "az": "zone-1"}})
+    refused = preflight(inventory)
+    assert refused.rc != 0, refused.output[-2000:]
+    run = preflight(inventory, "-e", "preflight_az_within_region=false")
+    assert run.rc == 0, run.failures()
+    assert run.stats["srv"]["ok"] >= 2 and run.stats["srv"]["failures"] == 0, run.stats
+
+
 def test_malformed_region_names_host_variable_and_value(playbook, tmp_path):
     inventory = write_inventory(tmp_path, {"srv": {"region": "EU_Central", "az": "eu-central-1a"}})
     run = run_site(playbook, inventory)
