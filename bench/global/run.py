@@ -31,6 +31,7 @@ import yaml  # noqa: E402
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 from dashboards import dashboards, instantiate, label_values_request, query_targets, variable_queries  # noqa: E402
 from labinfo import wait_for  # noqa: E402
+from thanos_blocks import blocks_in, upload_block  # noqa: E402
 
 PROMTOOL = Path(os.environ.get("INFRA_OBS_CACHE", "/var/cache/infra-obs")) / "bin" / "promtool"
 INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
@@ -197,17 +198,10 @@ def backfill(s3, bucket: str, nodes: list[Node], *, days: int, marker: str, work
                         f"--max-block-duration={MAX_BLOCK_DURATION}", str(text), str(blocks)],
                        check=True, stdout=subprocess.DEVNULL)  # fmt: skip
         text.unlink()
-        for block in sorted(p for p in blocks.iterdir() if (p / "meta.json").is_file()):
-            meta = json.loads((block / "meta.json").read_text())
+        for block in blocks_in(blocks):
             # replica and bench are external labels no Prometheus has: the compactor keeps the backfill in a group
             # of its own, never overlapping a sidecar's blocks, and query never merges it with them.
-            meta["thanos"] = {"version": 1, "labels": {"region": region, "replica": "backfill", "bench": marker},
-                              "downsample": {"resolution": 0}, "source": "sidecar"}  # fmt: skip
-            # As Thanos uploads a block: without its tombstones, and meta.json last (until then, no block).
-            for file in sorted(block.rglob("*")):
-                if file.is_file() and file.name not in ("meta.json", "tombstones"):
-                    s3.upload_file(str(file), bucket, f"{block.name}/{file.relative_to(block)}")
-            s3.put_object(Bucket=bucket, Key=f"{block.name}/meta.json", Body=json.dumps(meta).encode())
+            upload_block(s3, bucket, block, {"region": region, "replica": "backfill", "bench": marker})
             progress(f"backfill: uploaded {block.name}")
 
 

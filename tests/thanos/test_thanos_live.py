@@ -16,6 +16,7 @@ import requests
 import yaml
 from lab_servers import Started, exec_start
 from labinfo import render_role, wait_for
+from thanos_blocks import blocks_in, upload_block
 
 CACHE = pathlib.Path(os.environ.get("INFRA_OBS_CACHE", "/var/cache/infra-obs"))
 THANOS = CACHE / "bin" / "thanos"
@@ -51,6 +52,13 @@ def bucket_client(endpoint: str):
                         aws_secret_access_key="lab")  # fmt: skip
 
 
+def objstore_vars(s3_url: str) -> dict:
+    """The role's bucket variables for the bucket BUCKET on a moto server."""
+    return {"thanos_objstore_bucket": BUCKET, "thanos_objstore_endpoint": s3_url.removeprefix("http://"),
+            "thanos_objstore_insecure": True, "thanos_objstore_region": "us-east-1",
+            "thanos_objstore_access_key": "lab", "thanos_objstore_secret_key": "lab"}  # fmt: skip
+
+
 def history(path: pathlib.Path, now: int) -> pathlib.Path:
     start, end = (now - h * 3600 for h in HISTORY_HOURS)
     lines = ["# TYPE lab_history gauge"] + [f'lab_history{{site="lab"}} 1 {t}' for t in range(start, end, 60)]
@@ -65,9 +73,7 @@ def global_view(start_moto, start_prometheus, free_port, tmp_path_factory):
     work = tmp_path_factory.mktemp("thanos")
     s3 = start_moto()
     bucket_client(s3.url).create_bucket(Bucket=BUCKET)
-    objstore = {"thanos_objstore_bucket": BUCKET, "thanos_objstore_endpoint": s3.url.removeprefix("http://"),
-                "thanos_objstore_insecure": True, "thanos_objstore_region": "us-east-1",
-                "thanos_objstore_access_key": "lab", "thanos_objstore_secret_key": "lab"}  # fmt: skip
+    objstore = objstore_vars(s3.url)
     now = int(time.time())
     components = Started(work)
     prometheus, sidecars = {}, {}
@@ -210,6 +216,7 @@ def test_with_every_prometheus_and_sidecar_stopped_the_store_gateway_answers_fro
         ({"thanos_objstore_endpoint": "\uff11\uff12\uff17.0.0.1:9000"}, "thanos_objstore_endpoint"),  # look-alikes
         ({"thanos_objstore_region": "us-east-1\nx"}, "thanos_objstore_region"),
         ({"thanos_objstore_bucket": ""}, "empty only without store and compact"),  # a store gateway needs one
+        ({"thanos_compact_vertical": "false"}, "thanos_compact_vertical"),  # a string, and one Jinja takes as true
     ],
 )
 def test_hostile_values_are_refused_by_the_preflight_naming_the_variable(tmp_path, extra, variable):
@@ -227,3 +234,74 @@ def test_without_a_bucket_the_sidecar_is_not_given_one(tmp_path):
     assert run.rc == 0, run.output
     assert not [arg for arg in exec_start(out / "thanos-sidecar.service") if arg.startswith("--objstore")]
     assert "--tsdb.path=/var/lib/prometheus" in exec_start(out / "thanos-sidecar.service")
+
+
+def overlapping_blocks(work: pathlib.Path, now: int) -> list[pathlib.Path]:
+    """Two blocks of the same two hours (ending on a 2-hour boundary 8 to 10 hours ago, so promtool makes one block
+    of each), a series each: a stream's uploaded block and a backfill of the same range."""
+    end = (now - 8 * 3600) // 7200 * 7200
+    made = []
+    for part in ("uploaded", "backfilled"):
+        text = work / f"{part}.om"
+        samples = [f'lab_overlap{{part="{part}"}} 1 {t}' for t in range(end - 7200, end, 60)]
+        text.write_text("\n".join(["# TYPE lab_overlap gauge", *samples, "# EOF", ""]))
+        run = subprocess.run([str(PROMTOOL), "tsdb", "create-blocks-from", "openmetrics", str(text), str(work / part)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        made += blocks_in(work / part)
+    assert len(made) == 2, made
+    return made
+
+
+def metas(s3) -> dict[str, dict]:
+    """Every block's meta.json in the bucket, by block."""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) if o["Key"].endswith("/meta.json")]
+    return {key.split("/")[0]: json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()) for key in keys}
+
+
+def halted(compactor) -> float | None:
+    text = requests.get(compactor.url + "/metrics", timeout=30).text
+    line = next((x for x in text.splitlines() if x.startswith("thanos_compact_halted ")), "")
+    return float(line.split()[1]) if line else None
+
+
+@pytest.mark.parametrize("vertical", [False, True])
+def test_overlapping_blocks_of_one_stream_halt_the_compactor_unless_vertical_compaction_is_on(
+    start_moto, free_port, tmp_path, vertical
+):
+    s3 = start_moto()
+    client = bucket_client(s3.url)
+    client.create_bucket(Bucket=BUCKET)
+    blocks = overlapping_blocks(tmp_path, int(time.time()))
+    for block in blocks:
+        upload_block(client, BUCKET, block, {"region": "eu-central-1", "replica": "a"})
+    port = free_port()
+    out, run = render(tmp_path / "render", {
+        **objstore_vars(s3.url), "thanos_components": ["compact"], "thanos_data_dir": str(tmp_path / "data"),
+        "thanos_compact_http_port": port, "thanos_compact_vertical": vertical})  # fmt: skip
+    assert run.rc == 0, run.output
+    (tmp_path / "data" / "compact").mkdir(parents=True)
+    components = Started(tmp_path)
+    try:
+        # The compactor leaves a block alone until its ULID is 30 minutes old; these were made just now.
+        compactor = components.start([*exec_start(out / "thanos-compact.service"), "--consistency-delay=0s"],
+                                     "compact", port, "/-/ready", "thanos compact")  # fmt: skip
+        sources = {block.name for block in blocks}
+        if vertical:
+
+            def merged():
+                return next((meta for meta in metas(client).values()
+                             if set(meta["compaction"]["sources"]) == sources), None)  # fmt: skip
+
+            block = waited(merged, "a block merged from both")
+            assert (block["stats"]["numSeries"], block["stats"]["numSamples"]) == (2, 240), block["stats"]
+            assert block["thanos"]["labels"] == {"region": "eu-central-1", "replica": "a"}
+            assert halted(compactor) == 0
+        else:
+            waited(lambda: halted(compactor) == 1, "the compactor to halt")
+            assert set(metas(client)) == sources  # both kept, nothing merged
+            assert "overlaps found" in compactor.log.read_text()
+            # Halted, it no longer exits on SIGTERM (systemd kills it after the unit's TimeoutStopSec).
+            compactor.process.kill()
+    finally:
+        components.stop()
