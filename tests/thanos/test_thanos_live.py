@@ -127,12 +127,23 @@ def in_history(view) -> int:
     return view["now"] - 4 * 3600 - 1800  # inside the backfilled hour
 
 
+def metas(s3) -> dict[str, dict]:
+    """Every block's meta.json in the bucket, by block."""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) if o["Key"].endswith("/meta.json")]
+    return {key.split("/")[0]: json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()) for key in keys}
+
+
 def uploaded(view) -> set[tuple[str, str]]:
     """The (region, replica) of every block in the bucket, from the meta.json the sidecars wrote."""
-    s3 = bucket_client(view["s3"])
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) if o["Key"].endswith("meta.json")]
-    labels = [json.loads(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read())["thanos"]["labels"] for k in keys]
+    labels = [meta["thanos"]["labels"] for meta in metas(bucket_client(view["s3"])).values()]
     return {(m["region"], m["replica"]) for m in labels}
+
+
+def gauge(server, name: str) -> float | None:
+    """The value of a metric without labels on a component's /metrics, or None while it has none."""
+    text = requests.get(server.url + "/metrics", timeout=30).text
+    line = next((x for x in text.splitlines() if x.startswith(name + " ")), "")
+    return float(line.split()[1]) if line else None
 
 
 def test_the_rendered_objstore_file_is_the_bucket_and_its_keys(global_view):
@@ -188,9 +199,7 @@ def test_with_every_prometheus_and_sidecar_stopped_the_store_gateway_answers_fro
     assert waited(lambda: uploaded(global_view) == set(REPLICAS.values()), "the three sidecars' blocks")
 
     def loaded() -> bool:
-        text = requests.get(global_view["store"].url + "/metrics", timeout=30).text
-        line = next((x for x in text.splitlines() if x.startswith("thanos_bucket_store_blocks_loaded ")), "")
-        return bool(line) and float(line.split()[1]) >= len(REPLICAS)
+        return (gauge(global_view["store"], "thanos_bucket_store_blocks_loaded") or 0) >= len(REPLICAS)
 
     assert waited(loaded, "the store gateway's blocks")
     for sidecar, _ in global_view["sidecars"].values():
@@ -253,18 +262,6 @@ def overlapping_blocks(work: pathlib.Path, now: int) -> list[pathlib.Path]:
     return made
 
 
-def metas(s3) -> dict[str, dict]:
-    """Every block's meta.json in the bucket, by block."""
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) if o["Key"].endswith("/meta.json")]
-    return {key.split("/")[0]: json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()) for key in keys}
-
-
-def halted(compactor) -> float | None:
-    text = requests.get(compactor.url + "/metrics", timeout=30).text
-    line = next((x for x in text.splitlines() if x.startswith("thanos_compact_halted ")), "")
-    return float(line.split()[1]) if line else None
-
-
 @pytest.mark.parametrize("vertical", [False, True])
 def test_overlapping_blocks_of_one_stream_halt_the_compactor_unless_vertical_compaction_is_on(
     start_moto, free_port, tmp_path, vertical
@@ -296,9 +293,9 @@ def test_overlapping_blocks_of_one_stream_halt_the_compactor_unless_vertical_com
             block = waited(merged, "a block merged from both")
             assert (block["stats"]["numSeries"], block["stats"]["numSamples"]) == (2, 240), block["stats"]
             assert block["thanos"]["labels"] == {"region": "eu-central-1", "replica": "a"}
-            assert halted(compactor) == 0
+            assert gauge(compactor, "thanos_compact_halted") == 0
         else:
-            waited(lambda: halted(compactor) == 1, "the compactor to halt")
+            waited(lambda: gauge(compactor, "thanos_compact_halted") == 1, "the compactor to halt")
             assert set(metas(client)) == sources  # both kept, nothing merged
             assert "overlaps found" in compactor.log.read_text()
             # Halted, it no longer exits on SIGTERM (systemd kills it after the unit's TimeoutStopSec).
